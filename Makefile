@@ -1,0 +1,56 @@
+# Two commands do all set-up on a fresh machine (README):
+#   make demo   - the main job on the embedded default dataset (Fashion-MNIST)
+#   make test   - the test suite
+# Both create .venv, install the pinned stack (requirements/constraints.txt), build mmcv once (cached wheel,
+# tools/build_mmcv.sh) and install the Fashion-MNIST Debian package.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+CONSTRAINTS := requirements/constraints.txt
+STAMP := $(VENV)/.shiftaddaug-installed
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+PYTEST_ARGS ?=
+
+.PHONY: all setup test test-fast demo bench dataset clean
+
+all: test
+
+setup: $(STAMP) dataset
+
+$(STAMP): $(CONSTRAINTS) setup.cfg pyproject.toml tools/build_mmcv.sh
+	@echo "[setup] creating $(VENV) and installing the pinned stack"
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c $(CONSTRAINTS) setuptools wheel torch torchvision timm mmengine numpy scipy \
+		matplotlib optuna ftfy regex pytest pytest-timeout
+	tools/build_mmcv.sh $(PY)
+	$(PIP) install -q -c $(CONSTRAINTS) mmsegmentation
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	$(PY) -c "import mmcv.ops, mmseg, timm, shiftaddaug_plugin; print('[setup] OK: mmcv', mmcv.__version__, 'mmseg', mmseg.__version__, 'timm', timm.__version__)"
+	touch $(STAMP)
+
+dataset:
+	@if [ -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ]; then \
+		echo "[setup] Fashion-MNIST present in $(FMNIST_DIR)"; \
+	else \
+		echo "[setup] installing Debian package dataset-fashion-mnist"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
+	fi
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) benchmarks/ops.py
+
+demo: setup
+	$(PY) tools/demo.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
