@@ -1,0 +1,26 @@
+"""Offline datasets (DESIGN §4). Light: numpy/torch only (PIL on first image access); no timm/mmseg import."""
+from __future__ import annotations
+
+from .fashion_mnist import (
+    DEFAULT_FMNIST_DIR,
+    FASHION_MNIST_CLASSES,
+    FMNIST_DIR_ENV,
+    FashionMNIST,
+    IdxFormatError,
+    parse_idx,
+    read_idx,
+    resolve_fmnist_dir,
+    write_idx,
+)
+
+__all__ = [
+    "DEFAULT_FMNIST_DIR",
+    "FASHION_MNIST_CLASSES",
+    "FMNIST_DIR_ENV",
+    "FashionMNIST",
+    "IdxFormatError",
+    "parse_idx",
+    "read_idx",
+    "resolve_fmnist_dir",
+    "write_idx",
+]

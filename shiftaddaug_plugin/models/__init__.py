@@ -1,0 +1,35 @@
+"""timm model registrations (DESIGN §2.9, §3 timm): importing this package registers ``shiftadd_mcunet``,
+``shiftadd_mbv2_tiny`` and ``shiftadd_proxyless`` in timm's model registry.
+
+Importing it imports timm; ``import shiftaddaug_plugin`` does so only when timm is already loaded (stock
+``train.py --device-modules shiftaddaug_plugin``).
+"""
+from __future__ import annotations
+
+from .shiftadd_nets import (
+    REFERENCE_ARCHS,
+    VALID_OPS,
+    ModelVariant,
+    ReferenceArch,
+    StageSpec,
+    apply_variant,
+    arch_block_strings,
+    parse_variant_kwargs,
+    shiftadd_mbv2_tiny,
+    shiftadd_mcunet,
+    shiftadd_proxyless,
+)
+
+__all__ = [
+    "REFERENCE_ARCHS",
+    "VALID_OPS",
+    "ModelVariant",
+    "ReferenceArch",
+    "StageSpec",
+    "apply_variant",
+    "arch_block_strings",
+    "parse_variant_kwargs",
+    "shiftadd_mbv2_tiny",
+    "shiftadd_mcunet",
+    "shiftadd_proxyless",
+]

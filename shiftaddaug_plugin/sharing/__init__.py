@@ -1,0 +1,6 @@
+"""Heterogeneous weight sharing between multiplicative and adder layers (ShiftAddAug eq. 5, DESIGN §2.5)."""
+from __future__ import annotations
+
+from .remap import PiecewiseRemap, WeightRemap, gauss_to_laplace, pretrain_remap, remap_modules
+
+__all__ = ["PiecewiseRemap", "WeightRemap", "gauss_to_laplace", "pretrain_remap", "remap_modules"]
