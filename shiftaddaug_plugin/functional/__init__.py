@@ -1,0 +1,33 @@
+"""The maths of the multiplication-free operators, without module state.
+
+* ``shift``: DeepShift-Q power-of-two weights and fixed-point inputs (DESIGN §2.1), float and integer paths.
+* ``adder``: AdderNet ``-Σ|x - w|`` with its full-precision / adaptive-scaled backward (DESIGN §2.2).
+"""
+from .adder import adder_conv2d, autotune_choices, clear_autotune_cache, resolve_backend
+from .shift import (
+    ShiftQuantConfig,
+    input_to_fixed_point_int,
+    quantize_input_fixed_point,
+    round_weight_to_power_of_two,
+    shift_conv2d,
+    shift_conv2d_integer,
+    shift_linear,
+    shift_linear_integer,
+    weight_to_sign_shift,
+)
+
+__all__ = [
+    "ShiftQuantConfig",
+    "adder_conv2d",
+    "autotune_choices",
+    "clear_autotune_cache",
+    "input_to_fixed_point_int",
+    "quantize_input_fixed_point",
+    "resolve_backend",
+    "round_weight_to_power_of_two",
+    "shift_conv2d",
+    "shift_conv2d_integer",
+    "shift_linear",
+    "shift_linear_integer",
+    "weight_to_sign_shift",
+]

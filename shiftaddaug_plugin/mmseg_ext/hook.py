@@ -1,0 +1,366 @@
+"""``ShiftAddAugHook``: the ShiftAddAug training schedule as an mmengine hook (DESIGN §2.4-§2.6, §3 mmseg).
+
+mmseg schedules are iteration-based (epoch hooks fire once), so every interval here counts iterations:
+
+* **width augmentation** is on for the first ``width_aug_end`` fraction of ``max_iters`` (NetAug: the first half);
+  expand augmentation continues to the end (the segmentor samples it every step).
+* **channel sorting** (:func:`shiftaddaug_plugin.convert.sort_channels`) every ``sort_interval`` iterations while
+  width augmentation is on, with the optimizer state (and an ``EMAHook``'s averaged copy) permuted in place.
+* **block-variant training** (§2.6, optional): target layers start multiplicative and become multiplication-free
+  from shallow to deep until ``block_variant_end`` (see :func:`set_block_variant_progress`).
+* **target mode + BN recalibration** (over ``recalib_images`` training images) before validation and test; the
+  training BN statistics are restored afterwards, so evaluation never alters the training trajectory.
+* **export**: after every checkpoint the hook writes the slim MF target next to it (``iter_N_mf_target.pth``).
+* its own state goes into checkpoints and comes back on ``--resume``.
+
+All schedule decisions are functions of the iteration, so a resumed run makes the same ones; recalibration uses
+a seeded loader and restores every RNG it touches, so it never perturbs training randomness.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import random
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmseg.registry import HOOKS
+from torch import nn
+
+from shiftaddaug_plugin.modes import Mode, set_mode
+
+__all__ = ["ShiftAddAugHook", "build_recalib_loader", "hybrid_layers", "mf_switchable_layers", "recalibrate_segmentor",
+           "set_block_variant_progress"]
+
+_STATE_KEY = "shiftaddaug_hook"
+
+
+def hybrid_layers(model: nn.Module) -> list[nn.Module]:
+    """Every hybrid layer (anything with a :class:`Mode` ``mode`` attribute) of ``model``, in module order."""
+    return [m for m in model.modules() if isinstance(getattr(m, "mode", None), Mode)]
+
+
+def mf_switchable_layers(model: nn.Module) -> list[nn.Module]:
+    """Hybrid layers whose target part can switch between MF and multiplicative (``mf_enabled``), shallow to
+    deep (module registration order: backbone stem first, heads last); layers kept ``'mult'`` are excluded."""
+    return [m for m in hybrid_layers(model) if hasattr(m, "mf_enabled") and getattr(m, "op", "mult") != "mult"]
+
+
+def set_block_variant_progress(model: nn.Module, progress: float) -> int:
+    """Block-variant training (DESIGN §2.6): make the first ``floor(progress * n)`` of the ``n`` switchable target
+    layers multiplication-free and leave the deeper ones multiplicative. ``progress`` 0 -> all multiplicative,
+    1 -> all MF. Only flips the ``mf_enabled`` flag of pre-built layers (no parameter is created or dropped, so the
+    optimizer and the DDP wrapper are unaffected). Returns the number of MF layers."""
+    if not 0.0 <= progress <= 1.0:
+        raise ValueError(f"progress={progress!r} must lie in [0, 1]")
+    layers = mf_switchable_layers(model)
+    count = len(layers) if progress >= 1.0 else int(math.floor(progress * len(layers)))
+    for i, layer in enumerate(layers):
+        layer.mf_enabled = i < count
+    return count
+
+
+def _check_fraction(name: str, value: Any, *, allow_none: bool = False) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        extra = " or None (off)" if allow_none else ""
+        raise ValueError(f"ShiftAddAugHook: {name}={value!r} must be a fraction of max_iters in [0, 1]{extra}")
+    return float(value)
+
+
+def _check_count(name: str, value: Any, *, allow_none: bool = False, minimum: int = 1) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        extra = " or None (off)" if allow_none else ""
+        raise ValueError(f"ShiftAddAugHook: {name}={value!r} must be an int >= {minimum}{extra}")
+    return int(value)
+
+
+@contextmanager
+def _isolated_rng(seed: int) -> Iterator[None]:
+    """Seed python/numpy/torch RNGs inside the block and restore their states afterwards."""
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+def build_recalib_loader(train_dataloader_cfg: Any, seed: int, batch_size: int | None = None) -> Any:
+    """A deterministic loader over the training set for BN recalibration: the train pipeline, a sampler
+    shuffled with ``seed``, no worker processes (the transforms then draw from the RNGs seeded by
+    :func:`recalibrate_segmentor`)."""
+    from mmengine.runner import Runner
+
+    cfg = copy.deepcopy(train_dataloader_cfg)
+    cfg.update(num_workers=0, persistent_workers=False,
+               sampler=dict(type="DefaultSampler", shuffle=True, seed=seed))
+    cfg.pop("batch_sampler", None)
+    if batch_size is not None:
+        cfg["batch_size"] = batch_size
+    return Runner.build_dataloader(cfg, seed=seed)
+
+
+def recalibrate_segmentor(model: nn.Module, loader: Any, num_images: int, seed: int) -> None:
+    """NetAug BN recalibration of a segmentor's target network (DESIGN §2.4): target mode, then the BN running
+    statistics become the batch statistics of ``num_images`` images of ``loader`` (mmengine data batches, run
+    through ``model.data_preprocessor``). Python/numpy/torch RNGs are seeded with ``seed`` inside and restored
+    afterwards, so the result is reproducible and training randomness is untouched. Under DDP the statistics are
+    averaged over ranks."""
+    from shiftaddaug_plugin.convert import recalibrate_bn
+
+    preprocess = model.data_preprocessor
+
+    def batches() -> Iterator[torch.Tensor]:
+        for data in loader:
+            yield preprocess(data, training=True)["inputs"]
+
+    with _isolated_rng(seed):
+        set_mode(model, Mode.TARGET)
+        recalibrate_bn(model, batches(), num_images)
+    _sync_bn_stats(model)
+
+
+def _sync_bn_stats(model: nn.Module) -> None:
+    from mmengine.dist import all_reduce_params, get_world_size
+
+    if get_world_size() > 1:
+        stats = [buf for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                 for buf in (m.running_mean, m.running_var) if buf is not None]
+        all_reduce_params(stats, op="mean")
+
+
+@HOOKS.register_module()
+class ShiftAddAugHook(Hook):
+    """ShiftAddAug schedule for a :class:`~.segmentor.ShiftAddAugEncoderDecoder` trained by mmengine's Runner.
+
+    Args:
+        width_aug_end: fraction of ``max_iters`` after which width augmentation stops (NetAug: 0.5). ``0`` never
+            widens block outputs (only expand augmentation), ``1`` widens to the end.
+        sort_interval: sort channels by importance every this many iterations while width augmentation is on;
+            ``None`` never sorts.
+        block_variant_end: fraction of ``max_iters`` at which every target layer is multiplication-free; before it,
+            layers switch from multiplicative to MF shallow to deep. ``None`` (default): MF from the start.
+        recalib_images: number of training images whose batch statistics become the BN running statistics before
+            every validation, test and export (NetAug's recalibration; ShiftAddAug §3).
+        recalib_batch_size: batch size of the recalibration loader (default: the train loader's).
+        recalib_seed: seed of the recalibration loader and of the transforms it runs: recalibration is
+            deterministic, so the exported model reproduces the validated one exactly.
+        recalib_before_test: also recalibrate before ``runner.test()`` (needs ``train_dataloader`` in the config).
+        export: write the exported MF target next to every checkpoint.
+        export_suffix: ``iter_1000.pth`` -> ``iter_1000{export_suffix}``.
+    """
+
+    priority = "LOWEST"  # after CheckpointHook (VERY_LOW): the export follows the checkpoint it belongs to
+
+    def __init__(
+        self,
+        width_aug_end: float = 0.5,
+        sort_interval: int | None = 1000,
+        block_variant_end: float | None = None,
+        recalib_images: int = 2000,
+        recalib_batch_size: int | None = None,
+        recalib_seed: int = 0,
+        recalib_before_test: bool = True,
+        export: bool = True,
+        export_suffix: str = "_mf_target.pth",
+    ) -> None:
+        self.width_aug_end = _check_fraction("width_aug_end", width_aug_end)
+        self.sort_interval = _check_count("sort_interval", sort_interval, allow_none=True)
+        self.block_variant_end = _check_fraction("block_variant_end", block_variant_end, allow_none=True)
+        if self.block_variant_end == 0.0:
+            raise ValueError("ShiftAddAugHook: block_variant_end=0 means MF from the start; use None for that")
+        self.recalib_images = _check_count("recalib_images", recalib_images)
+        self.recalib_batch_size = _check_count("recalib_batch_size", recalib_batch_size, allow_none=True)
+        self.recalib_seed = _check_count("recalib_seed", recalib_seed, minimum=0)
+        for name, flag in (("recalib_before_test", recalib_before_test), ("export", export)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"ShiftAddAugHook: {name}={flag!r} must be a bool")
+        self.recalib_before_test = recalib_before_test
+        self.export = export
+        if not isinstance(export_suffix, str) or not export_suffix.endswith(".pth") or "/" in export_suffix:
+            raise ValueError(f"ShiftAddAugHook: export_suffix={export_suffix!r} must be a file-name suffix ending in "
+                             "'.pth', e.g. '_mf_target.pth'")
+        self.export_suffix = export_suffix
+        self.num_sorts = 0
+        self.last_sort_iter = -1
+        self.last_exported_ckpt: str | None = None
+        self.exported_paths: list[str] = []
+        self._recalib_loader: Any = None
+        self._stashed_bn: dict[nn.Module, dict[str, torch.Tensor]] | None = None
+        self._warned_no_hybrid = False
+
+    # ------------------------------------------------------------------------------------------ helpers
+    @staticmethod
+    def _model(runner: Any) -> nn.Module:
+        model = runner.model
+        return model.module if is_model_wrapper(model) else model
+
+    def _is_hybrid(self, runner: Any) -> bool:
+        model = self._model(runner)
+        if hybrid_layers(model):
+            return True
+        if not self._warned_no_hybrid:
+            runner.logger.info("ShiftAddAugHook: the model has no hybrid layers (deploy/exported model); "
+                               "nothing to schedule, recalibrate or export")
+            self._warned_no_hybrid = True
+        return False
+
+    def _width_end_iter(self, runner: Any) -> int:
+        return int(round(self.width_aug_end * runner.max_iters))
+
+    def settings(self) -> dict[str, Any]:
+        """The schedule settings (stored in checkpoints to detect a changed schedule on resume)."""
+        return dict(width_aug_end=self.width_aug_end, sort_interval=self.sort_interval,
+                    block_variant_end=self.block_variant_end, recalib_images=self.recalib_images,
+                    recalib_seed=self.recalib_seed)
+
+    # ------------------------------------------------------------------------------------------ training
+    def before_train(self, runner: Any) -> None:
+        """Check the model, and apply the schedule state of the (possibly resumed) start iteration."""
+        model = self._model(runner)
+        if not self._is_hybrid(runner):
+            raise ValueError(
+                f"ShiftAddAugHook needs a hybrid model (type='ShiftAddAugEncoderDecoder' without deploy=True); the "
+                f"runner's model is {type(model).__name__} with no hybrid layers: remove the hook or fix model.type")
+        if not hasattr(model, "aug_step") or not hasattr(model, "width_aug_enabled"):
+            raise ValueError(f"ShiftAddAugHook drives ShiftAddAugEncoderDecoder; {type(model).__name__} lacks "
+                             "aug_step/width_aug_enabled: use model.type='ShiftAddAugEncoderDecoder'")
+        self._apply_schedule(runner, runner.iter)
+
+    def _apply_schedule(self, runner: Any, it: int) -> None:
+        model = self._model(runner)
+        model.aug_step = it
+        model.width_aug_enabled = it < self._width_end_iter(runner)
+        if self.block_variant_end is not None:
+            end = max(1, int(round(self.block_variant_end * runner.max_iters)))
+            set_block_variant_progress(model, min(1.0, it / end))
+
+    def before_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
+        """Set step / width switch / block-variant progress; sort channels on schedule."""
+        it = runner.iter
+        self._apply_schedule(runner, it)
+        model = self._model(runner)
+        if (self.sort_interval is not None and it > 0 and it % self.sort_interval == 0
+                and model.width_aug_enabled and it != self.last_sort_iter):
+            from shiftaddaug_plugin.convert import sort_channels
+
+            sort_channels(model, optimizer=runner.optim_wrapper.optimizer, ema=self._ema_model(runner))
+            self.num_sorts += 1
+            self.last_sort_iter = it
+            runner.logger.info(f"ShiftAddAugHook: sorted channels at iter {it} (sort #{self.num_sorts})")
+
+    @staticmethod
+    def _ema_model(runner: Any) -> nn.Module | None:
+        for hook in runner.hooks:
+            ema = getattr(hook, "ema_model", None)
+            if ema is not None:
+                return getattr(ema, "module", ema)
+        return None
+
+    # ------------------------------------------------------------------------------------ recalibration
+    def recalibrate(self, runner: Any) -> None:
+        """Target mode, then BN running statistics re-estimated over ``recalib_images`` training images
+        (deterministic; averaged over DDP ranks). The training statistics are stashed first and come back with
+        :meth:`restore_bn_stats`, so evaluation never changes the training trajectory (a resumed run, whose
+        checkpoint holds training statistics, continues exactly like the uninterrupted one)."""
+        if self._recalib_loader is None:
+            cfg = runner.cfg.get("train_dataloader")
+            if cfg is None:
+                raise ValueError("ShiftAddAugHook recalibrates BN on training images but the config has no "
+                                 "train_dataloader; add one or set recalib_before_test=False")
+            self._recalib_loader = build_recalib_loader(cfg, self.recalib_seed, self.recalib_batch_size)
+        model = self._model(runner)
+        if self._stashed_bn is None:
+            self._stashed_bn = {m: {k: v.clone() for k, v in m.named_buffers(recurse=False) if v is not None}
+                                for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+        recalibrate_segmentor(model, self._recalib_loader, self.recalib_images, self.recalib_seed)
+
+    def restore_bn_stats(self) -> None:
+        """Put back the BN statistics stashed by :meth:`recalibrate` (no-op if none are stashed)."""
+        if self._stashed_bn is not None:
+            with torch.no_grad():
+                for module, state in self._stashed_bn.items():
+                    for key, value in state.items():
+                        getattr(module, key).copy_(value)
+            self._stashed_bn = None
+
+    def before_val(self, runner: Any) -> None:
+        """Evaluate the target network with recalibrated BN statistics."""
+        if self._is_hybrid(runner):
+            self.recalibrate(runner)
+
+    def after_val(self, runner: Any) -> None:
+        """Training continues with its own BN statistics."""
+        self.restore_bn_stats()
+
+    def before_test(self, runner: Any) -> None:
+        """As :meth:`before_val` (recalibration only with ``recalib_before_test``)."""
+        if self._is_hybrid(runner):
+            set_mode(self._model(runner), Mode.TARGET)
+            if self.recalib_before_test:
+                self.recalibrate(runner)
+
+    # ---------------------------------------------------------------------------------------------- export
+    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+        """Export the MF target next to a checkpoint the ``CheckpointHook`` has just written."""
+        if not self.export:
+            return
+        ckpt = runner.message_hub.get_info("last_ckpt")
+        if ckpt is None or ckpt == self.last_exported_ckpt:
+            return
+        from .export import export_checkpoint_path, save_exported
+
+        self.recalibrate(runner)  # all ranks (collective); only the main process writes
+        path = export_checkpoint_path(ckpt, self.export_suffix)
+        try:
+            save_exported(self._model(runner), path, source_checkpoint=ckpt, iteration=runner.iter + 1,
+                          dataset_meta=getattr(runner.train_dataloader.dataset, "metainfo", None))
+        finally:
+            self.restore_bn_stats()
+        self.last_exported_ckpt = ckpt
+        self.exported_paths.append(path)
+        runner.logger.info(f"ShiftAddAugHook: exported the MF target to {path}")
+
+    # ------------------------------------------------------------------------------------------ checkpoint
+    def before_save_checkpoint(self, runner: Any, checkpoint: dict) -> None:
+        """Store the hook state; rewrite mmengine's message-hub state into plain types, so the whole checkpoint
+        loads with ``torch.load(weights_only=True)`` (torch >= 2.6 default, used by ``--resume``)."""
+        from .checkpoint_compat import to_plain
+
+        if "message_hub" in checkpoint:
+            checkpoint["message_hub"] = to_plain(checkpoint["message_hub"])
+        checkpoint[_STATE_KEY] = dict(num_sorts=self.num_sorts, last_sort_iter=self.last_sort_iter,
+                                      last_exported_ckpt=self.last_exported_ckpt,
+                                      exported_paths=list(self.exported_paths), settings=self.settings())
+
+    def after_load_checkpoint(self, runner: Any, checkpoint: dict) -> None:
+        """Restore the hook state and mmengine's message-hub objects; warn when the schedule settings changed."""
+        from .checkpoint_compat import from_plain
+
+        if "message_hub" in checkpoint:
+            checkpoint["message_hub"] = from_plain(checkpoint["message_hub"])
+        state = checkpoint.get(_STATE_KEY)
+        if state is None:
+            return
+        self.num_sorts = int(state["num_sorts"])
+        self.last_sort_iter = int(state["last_sort_iter"])
+        self.last_exported_ckpt = state.get("last_exported_ckpt")
+        self.exported_paths = list(state.get("exported_paths", []))
+        if state.get("settings") != self.settings():
+            runner.logger.warning(f"ShiftAddAugHook: schedule settings changed since the checkpoint "
+                                  f"({state.get('settings')} -> {self.settings()}); continuing with the new ones")
