@@ -1,0 +1,468 @@
+"""``shiftaddaug-train``: ShiftAddAug augmentation training of a timm model (DESIGN §2.4, §3 timm).
+
+    shiftaddaug-train -c configs/timm/fashion_mnist_mcunet_shiftaug.yaml --output runs/demo
+    torchrun --nproc_per_node 2 -m shiftaddaug_plugin.train.cli -c ... --device cpu     # DDP (gloo on CPU)
+
+Per epoch: block-variant switch (optional) -> channel sorting at the epoch start while width augmentation is on
+(optimizer state and EMA permuted alike) -> joint-loss training (:mod:`.augtrain`) -> BN recalibration of the
+target network on ``--bn-recal-images`` training images -> evaluation in ``Mode.TARGET`` -> ``summary.csv`` row and
+checkpoints (``last.pth.tar``, ``model_best.pth.tar``). At the end: ``export`` -> ``exported_target.pth`` + ``.json``
+-> the exported network is rebuilt from those files with ``timm.create_model`` and evaluated (its top-1 must equal
+the last evaluation's) -> operator counts of the exported network (cost model) -> ``summary.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import io
+import json
+import math
+import random
+import sys
+import time
+from contextlib import nullcontext
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .args import parse_args
+from .augtrain import NonFiniteLossError, ShiftAddAugTask, evaluate, format_eta, train_one_epoch, unwrap
+from .block_variant import apply_block_variant, set_mf_progress, switchable_layers
+from .checkpoint import (
+    EXPORTED_META, EXPORTED_WEIGHTS, atomic_save, atomic_write_text, capture_rng_state, load_checkpoint,
+    load_exported, restore_rng_state, save_exported,
+)
+from .data import build_data
+
+__all__ = ["main", "run", "validate_exported", "build_model", "width_aug_stop_epoch", "SUMMARY_FIELDS"]
+
+SUMMARY_FIELDS = ("epoch", "train_loss_target", "train_loss_aug", "train_top1", "eval_top1", "eval_loss",
+                  "eval_ema_top1", "lr", "width_aug", "mf_layers", "time")
+LAST, BEST = "last.pth.tar", "model_best.pth.tar"
+
+
+def width_aug_stop_epoch(epochs: int, fraction: float) -> int:
+    """First epoch (0-based) without width augmentation: ``round(fraction * epochs)`` (DESIGN §2.4: 0.5 -> the
+    last half of training has no width augmentation; expand augmentation continues)."""
+    return int(math.floor(fraction * epochs + 0.5))
+
+
+# ------------------------------------------------------------------------------------------------- model
+def build_model(args: argparse.Namespace, num_classes: int, input_size: tuple[int, int, int]
+                ) -> tuple[nn.Module, dict[str, Any]]:
+    """The hybrid training model and the recipe that rebuilds its exported target (``exported_target.json``).
+
+    ``shiftadd_*`` models are built by their timm entrypoints with ``aug=True`` (``--no-aug``: augmentation lists
+    ``[1.0]``, i.e. no augmented channel, so the baseline trains exactly the target network through the same code);
+    any other timm model is created plain and converted with ``ConvertConfig(op=<model-kwargs op, default shift>)``.
+    """
+    import timm
+
+    import shiftaddaug_plugin.models  # noqa: F401 - registers shiftadd_*
+    from shiftaddaug_plugin.convert import ConvertConfig, convert
+    from shiftaddaug_plugin.models import REFERENCE_ARCHS
+
+    kwargs = dict(args.model_kwargs)
+    common: dict[str, Any] = dict(pretrained=False, num_classes=num_classes, in_chans=input_size[0],
+                                  drop_rate=args.drop)
+    if args.drop_path is not None:
+        common["drop_path_rate"] = args.drop_path
+    width = [1.0] if args.no_aug else args.aug_width_mult_list
+    expand = [1.0] if args.no_aug else args.aug_expand_list
+    if args.model in REFERENCE_ARCHS:
+        aug_kwargs: dict[str, Any] = {"aug": True}
+        if width is not None:
+            aug_kwargs["aug_width_mult_list"] = width
+        if expand is not None:
+            aug_kwargs["aug_expand_list"] = expand
+        model = timm.create_model(args.model, **common, **kwargs, **aug_kwargs)
+        meta = {"rebuild": "entrypoint", "model_kwargs": kwargs}
+    else:
+        op = kwargs.pop("op", "shift")
+        convert_kwargs = kwargs.pop("convert_kwargs", None) or {}
+        try:
+            model = timm.create_model(args.model, **common, **kwargs)
+        except RuntimeError as err:
+            raise ValueError(f"--model {args.model!r}: {err}; list models with timm.list_models()") from err
+        cfg: dict[str, Any] = dict(op=op, **convert_kwargs)
+        if width is not None:
+            cfg["aug_width_mult_list"] = width
+        if expand is not None:
+            cfg["aug_expand_list"] = expand
+        model = convert(model, ConvertConfig(**cfg), example_input=torch.zeros(1, *input_size))
+        meta = {"rebuild": "convert", "model_kwargs": kwargs, "convert_config": dict(op=op, **convert_kwargs)}
+    meta.update(model=args.model, num_classes=num_classes, input_size=list(input_size))
+    return model, meta
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+class _Logger:
+    def __init__(self, enabled: bool, path: Path | None = None) -> None:
+        self.enabled = enabled
+        self.path = path
+
+    def __call__(self, message: str) -> None:
+        if not self.enabled:
+            return
+        print(message, flush=True)
+        if self.path is not None:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(message + "\n")
+
+
+def _plain_args(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in vars(args).items():
+        if isinstance(value, torch.device):
+            value = str(value)
+        if isinstance(value, (str, int, float, bool, type(None), list, dict)):
+            out[key] = value
+    return out
+
+
+def _state_checksum(model: nn.Module) -> torch.Tensor:
+    """Two float64 numbers summarising every parameter and buffer (plain sum, position-weighted sum)."""
+    flat = torch.cat([t.detach().reshape(-1).to("cpu", torch.float64) for t in model.state_dict().values()
+                      if t.is_floating_point()])
+    weights = torch.arange(1, flat.numel() + 1, dtype=torch.float64) / flat.numel()
+    return torch.stack([flat.sum(), (flat * weights).sum()])
+
+
+def _check_ranks_identical(tensor: torch.Tensor, what: str) -> list[list[float]]:
+    """All-gather ``tensor`` (CPU float64) and raise if the ranks disagree; returns the gathered values."""
+    world = dist.get_world_size()
+    gathered = [torch.zeros_like(tensor) for _ in range(world)]
+    dist.all_gather(gathered, tensor)
+    if any(not torch.equal(g, gathered[0]) for g in gathered[1:]):
+        raise RuntimeError(f"DDP ranks diverged after {what}: {[g.tolist() for g in gathered]}; sorting/recalibration "
+                           "must be deterministic from identical weights (check that every rank runs the same code "
+                           "and torch version)")
+    return [g.tolist() for g in gathered]
+
+
+def _broadcast_buffers(model: nn.Module) -> None:
+    """Rank 0's buffers (BN running statistics) to every rank, as DDP does at the start of each forward."""
+    for buf in model.buffers():
+        dist.broadcast(buf.data, src=0)
+
+
+def _perm_digest(perms: dict[int, torch.Tensor]) -> torch.Tensor:
+    total = torch.zeros(2, dtype=torch.float64)
+    for gid, perm in sorted(perms.items()):
+        p = perm.to(torch.float64)
+        total += torch.stack([p.sum() * (gid + 1), (p * torch.arange(1, p.numel() + 1, dtype=torch.float64)).sum()])
+    return total
+
+
+def _write_summary_csv(path: Path, history: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(SUMMARY_FIELDS), extrasaction="ignore")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in SUMMARY_FIELDS})
+    atomic_write_text(buf.getvalue(), path)
+
+
+def _has_bn(model: nn.Module) -> bool:
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    return any(isinstance(m, _BatchNorm) and m.track_running_stats for m in model.modules())
+
+
+def _recalibrate(model: nn.Module, loader: Any, device: torch.device) -> int:
+    """BN recalibration of the target network (DESIGN §2.4) over the whole (fixed) recalibration subset."""
+    from shiftaddaug_plugin.convert import recalibrate_bn
+
+    if not _has_bn(model):
+        return 0
+    return recalibrate_bn(model, loader, len(loader.dataset), device=device)
+
+
+def _output_dir(args: argparse.Namespace) -> Path:
+    if args.resume and not args.output and not args.experiment:
+        return Path(args.resume).resolve().parent
+    base = Path(args.output or "output/train")
+    name = args.experiment or f"{time.strftime('%Y%m%d-%H%M%S')}-{args.model}"
+    return base / name
+
+
+# ------------------------------------------------------------------------------------------------- run
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Train, evaluate, export; returns the final summary (also written to ``summary.json``)."""
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+    from timm.utils import init_distributed_device, random_seed
+
+    from shiftaddaug_plugin.convert import export, sort_channels
+
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = init_distributed_device(args)
+    distributed, rank, world = bool(args.distributed), int(args.rank), int(args.world_size)
+    main_proc = rank == 0
+    random_seed(args.seed, rank)
+    width_rng = random.Random(args.seed)  # identical on every rank: every rank samples the same sub-network
+
+    out_dir = _output_dir(args)
+    if main_proc:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    log = _Logger(main_proc, out_dir / "log.txt")
+    log(f"shiftaddaug-train: model {args.model} dataset {args.dataset} device {device} world_size {world} -> {out_dir}")
+
+    data = build_data(args, rank=rank, world_size=world)
+    model, rebuild_meta = build_model(args, data.num_classes, data.input_size)
+    rebuild_meta.update(mean=list(data.mean), std=list(data.std), dataset=args.dataset)
+    model.to(device)
+    augment = not args.no_aug
+    n_switch = len(switchable_layers(model))
+    if args.block_variant != "none" and n_switch == 0:
+        raise ValueError("--block-variant needs multiplication-free target layers; the model has none "
+                         "(op=mult?). Use --model-kwargs op=shift/adder/shiftadd or --block-variant none")
+
+    optimizer = create_optimizer_v2(model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay,
+                                    momentum=args.momentum, filter_bias_and_bn=True,
+                                    **({"eps": args.opt_eps} if args.opt_eps is not None else {}))
+    task = ShiftAddAugTask(model, alpha=args.aug_alpha, augment=augment, width_rng=width_rng,
+                           criterion_kwargs={"smoothing": args.smoothing}, device=device)
+    ema = task.setup_ema(decay=args.model_ema_decay, device=device) if args.model_ema else None
+
+    amp_dtype = torch.bfloat16 if args.amp_dtype == "bfloat16" else torch.float16
+    amp_ctx: Callable[[], Any] = (partial(torch.autocast, device_type=device.type, dtype=amp_dtype)
+                                  if args.amp else nullcontext)
+    scaler = torch.amp.GradScaler("cuda") if (args.amp and device.type == "cuda" and amp_dtype == torch.float16) \
+        else None
+
+    updates_per_epoch = len(data.train_loader)
+    scheduler, num_epochs = create_scheduler_v2(
+        optimizer, sched=args.sched, num_epochs=args.epochs, warmup_epochs=args.warmup_epochs,
+        warmup_lr=args.warmup_lr, min_lr=args.min_lr, step_on_epochs=not args.sched_on_updates,
+        updates_per_epoch=updates_per_epoch)
+
+    start_epoch, num_updates = 0, 0
+    history: list[dict[str, Any]] = []
+    best_top1, best_epoch = -1.0, -1
+    if args.resume:
+        ckpt = load_checkpoint(args.resume)
+        if ckpt.get("arch") != args.model:
+            raise ValueError(f"--resume {args.resume} holds a {ckpt.get('arch')!r} model, not --model {args.model!r}")
+        model.load_state_dict(ckpt["state_dict"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if ema is not None:
+            if "state_dict_ema" not in ckpt:
+                raise ValueError(f"--resume {args.resume} has no EMA weights; drop --model-ema or resume a run "
+                                 "trained with it")
+            ema.module.load_state_dict(ckpt["state_dict_ema"])
+        if scaler is not None and "scaler" in ckpt:
+            scaler.load_state_dict(ckpt["scaler"])
+        start_epoch, num_updates = int(ckpt["epoch"]), int(ckpt["num_updates"])
+        history = list(ckpt.get("history", []))
+        best_top1, best_epoch = float(ckpt.get("best_top1", -1.0)), int(ckpt.get("best_epoch", -1))
+        if rank == 0:
+            restore_rng_state(ckpt["rng"], width_rng)
+        else:  # other ranks: their own streams, reproducible per (seed, rank, epoch); widths follow rank 0's state
+            random_seed(args.seed + 1000 * start_epoch, rank)
+            width_rng.setstate(tuple(tuple(v) if isinstance(v, list) else v for v in ckpt["rng"]["width_rng"]))
+        log(f"resumed from {args.resume} at epoch {start_epoch} (updates {num_updates})")
+        if start_epoch >= args.epochs:
+            raise ValueError(f"--resume checkpoint already finished {start_epoch} epochs; raise --epochs above it")
+    if distributed:
+        task.prepare_distributed(device_ids=[device.index] if device.type == "cuda" else None)
+
+    stop_width = width_aug_stop_epoch(args.epochs, args.width_aug_stop)
+    log(f"epochs {args.epochs} | updates/epoch {updates_per_epoch} | width augmentation until epoch {stop_width} | "
+        f"augment {augment} alpha {args.aug_alpha} | block-variant {args.block_variant} ({n_switch} MF layers) | "
+        f"bn recalibration on {len(data.recal_loader.dataset)} images")
+
+    last_eval: dict[str, float] | None = None
+    epochs_this_run, interrupted = 0, False
+    t_start = time.perf_counter()
+    for epoch in range(start_epoch, args.epochs):
+        t_epoch = time.perf_counter()
+        width_on = augment and epoch < stop_width
+        mf_layers = apply_block_variant(model, args.block_variant, epoch, args.epochs, args.block_variant_end)
+        if ema is not None:
+            apply_block_variant(ema.module, args.block_variant, epoch, args.epochs, args.block_variant_end)
+        if width_on and args.sort_interval and epoch % args.sort_interval == 0:
+            perms = sort_channels(model, optimizer=optimizer, ema=ema)
+            if distributed:
+                _check_ranks_identical(_perm_digest(perms), "channel sorting")
+            log(f"epoch {epoch}: sorted augmented channels of {len(perms)} groups")
+        if data.train_sampler is not None:
+            data.train_sampler.set_epoch(epoch)
+        task.width_aug = width_on
+        try:
+            train_metrics, num_updates = train_one_epoch(
+                task, data.train_loader, optimizer, epoch=epoch, device=device, scheduler=scheduler,
+                sched_on_updates=args.sched_on_updates, num_updates=num_updates, amp_ctx=amp_ctx, scaler=scaler,
+                clip_grad=args.clip_grad, log_interval=args.log_interval, distributed=distributed, world_size=world,
+                log=log)
+        except NonFiniteLossError as err:
+            log(f"ERROR: {err}")
+            raise
+        if distributed:  # BN statistics of the last local forward differ per rank (DDP syncs them at forward)
+            _broadcast_buffers(unwrap(model))
+        lr = optimizer.param_groups[0]["lr"]
+        row: dict[str, Any] = {
+            "epoch": epoch, "train_loss_target": round(train_metrics["loss_target"], 6),
+            "train_loss_aug": round(train_metrics["loss_aug"], 6) if augment else None,
+            "train_top1": round(train_metrics["top1"], 4), "lr": lr, "width_aug": int(width_on),
+            "mf_layers": mf_layers, "eval_top1": None, "eval_loss": None, "eval_ema_top1": None,
+        }
+        if (epoch + 1) % args.eval_interval == 0 or epoch + 1 == args.epochs:
+            _recalibrate(model, data.recal_loader, device)
+            last_eval = evaluate(model, data.eval_loader, device, distributed=distributed, amp_ctx=amp_ctx)
+            row.update(eval_top1=round(last_eval["top1"], 4), eval_loss=round(last_eval["loss"], 6))
+            if ema is not None:
+                _recalibrate(ema.module, data.recal_loader, device)
+                ema_eval = evaluate(ema.module, data.eval_loader, device, distributed=distributed, amp_ctx=amp_ctx)
+                row["eval_ema_top1"] = round(ema_eval["top1"], 4)
+        if not args.sched_on_updates:
+            scheduler.step(epoch + 1, row["eval_top1"])
+        row["time"] = round(time.perf_counter() - t_epoch, 3)
+        history.append(row)
+        improved = row["eval_top1"] is not None and row["eval_top1"] > best_top1
+        if improved:
+            best_top1, best_epoch = float(row["eval_top1"]), epoch
+        if main_proc:
+            ckpt = {
+                "epoch": epoch + 1, "arch": args.model, "num_updates": num_updates,
+                "state_dict": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": capture_rng_state(width_rng), "history": history,
+                "best_top1": best_top1, "best_epoch": best_epoch, "args": _plain_args(args),
+                "export_meta": rebuild_meta, "version": 1,
+            }
+            if ema is not None:
+                ckpt["state_dict_ema"] = ema.module.state_dict()
+            if scaler is not None:
+                ckpt["scaler"] = scaler.state_dict()
+            atomic_save(ckpt, out_dir / LAST)
+            if improved:
+                atomic_save(ckpt, out_dir / BEST)
+            _write_summary_csv(out_dir / "summary.csv", history)
+        elapsed = time.perf_counter() - t_start
+        epochs_this_run += 1
+        eta = elapsed / epochs_this_run * (args.epochs - epoch - 1)
+        eval_txt = (f"eval top1 {row['eval_top1']:.2f} loss {row['eval_loss']:.4f}" if row["eval_top1"] is not None
+                    else "no eval")
+        aug_txt = f"loss_aug {row['train_loss_aug']:.4f} " if augment else ""
+        log(f"epoch {epoch + 1}/{args.epochs}: loss_t {row['train_loss_target']:.4f} {aug_txt}train top1 "
+            f"{row['train_top1']:.2f} | {eval_txt} | lr {lr:.3e} | width_aug {int(width_on)} | {row['time']:.1f}s, "
+            f"eta {format_eta(eta)}")
+        if args.stop_after_epochs is not None and epochs_this_run >= args.stop_after_epochs and epoch + 1 < args.epochs:
+            interrupted = True
+            log(f"stopping after {epochs_this_run} epoch(s) as requested (--stop-after-epochs); resume with "
+                f"--resume {out_dir / LAST}")
+            break
+
+    summary: dict[str, Any] = {"status": "interrupted" if interrupted else "finished", "epochs_done": len(history),
+                               "output": str(out_dir), "best_top1": best_top1, "best_epoch": best_epoch,
+                               "train_time_s": round(time.perf_counter() - t_start, 3)}
+    if distributed:
+        summary["ddp_rank_checksums"] = _check_ranks_identical(_state_checksum(unwrap(model)), "training")
+    if interrupted:
+        if main_proc:
+            atomic_write_text(json.dumps(summary, indent=2) + "\n", out_dir / "summary.json")
+        _cleanup(distributed)
+        return summary
+
+    # ---------------------------------------------------------------------------------------------- export
+    bare = unwrap(model)
+    set_mf_progress(bare, 1.0)  # the schedule ends fully MF; make sure nothing is left multiplicative
+    if last_eval is None:  # cannot happen (the last epoch always evaluates) unless no epoch ran
+        _recalibrate(bare, data.recal_loader, device)
+        last_eval = evaluate(bare, data.eval_loader, device, distributed=distributed, amp_ctx=amp_ctx)
+    slim = export(bare) if getattr(bare, "_shiftaddaug_plan", None) is not None else copy.deepcopy(bare)
+    summary.update(eval_top1=last_eval["top1"], eval_loss=last_eval["loss"], eval_images=last_eval["count"])
+    if main_proc:
+        save_exported(out_dir, slim, rebuild_meta)
+    if distributed:
+        dist.barrier()
+    rebuilt, _ = load_exported(out_dir / EXPORTED_WEIGHTS, device=device)
+    exported_eval = evaluate(rebuilt, data.eval_loader, device, distributed=distributed, amp_ctx=amp_ctx)
+    summary.update(exported_top1=exported_eval["top1"], exported_loss=exported_eval["loss"],
+                   export_matches_eval=exported_eval["top1"] == last_eval["top1"])
+    if not summary["export_matches_eval"]:
+        log(f"WARNING: exported model top1 {exported_eval['top1']:.4f} != last evaluation {last_eval['top1']:.4f}")
+    summary["exported"] = {"weights": str(out_dir / EXPORTED_WEIGHTS), "meta": str(out_dir / EXPORTED_META),
+                           **rebuild_meta}
+    summary["cost"] = _cost_summary(rebuilt, data.input_size, log)
+    if main_proc:
+        atomic_write_text(json.dumps(summary, indent=2, default=str) + "\n", out_dir / "summary.json")
+    cost_txt = ""
+    if summary["cost"]:
+        c = summary["cost"]
+        cost_txt = f" | exported: mults {c['mults']:,} shifts {c['shifts']:,} adds {c['adds']:,} " \
+                   f"energy {c['energy_uj']:.3f} uJ"
+    log(f"done: eval top1 {last_eval['top1']:.2f} | exported top1 {exported_eval['top1']:.2f}{cost_txt} -> {out_dir}")
+    _cleanup(distributed)
+    return summary
+
+
+def validate_exported(args: argparse.Namespace) -> dict[str, Any]:
+    """``--validate-exported PATH`` (timm ``validate.py``-style): rebuild the exported slim network from
+    ``exported_target.pth`` + ``.json`` with ``timm.create_model``, evaluate it on ``--dataset``'s evaluation split with
+    the input size and normalisation recorded at export, print and return top-1 / loss / image count."""
+    from timm.utils import init_distributed_device
+
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = init_distributed_device(args)
+    model, meta = load_exported(args.validate_exported, device=device)
+    args.input_size, args.mean, args.std = list(meta["input_size"]), meta.get("mean"), meta.get("std")
+    args.num_classes = meta["num_classes"]
+    data = build_data(args, rank=int(args.rank), world_size=int(args.world_size))
+    result = evaluate(model, data.eval_loader, device, distributed=bool(args.distributed))
+    result.update(model=meta["model"], weights=str(args.validate_exported))
+    if int(args.rank) == 0:
+        print(f"validate {args.validate_exported}: {meta['model']} {meta.get('model_kwargs', {})} on {args.dataset} "
+              f"({result['count']} images): top1 {result['top1']:.4f} loss {result['loss']:.6f}", flush=True)
+    _cleanup(bool(args.distributed))
+    return result
+
+
+def _cost_summary(model: nn.Module, input_size: Sequence[int], log: Callable[[str], None]) -> dict[str, Any] | None:
+    """Totals of :func:`shiftaddaug_plugin.cost.count_ops` for one image (``None`` if the cost model is missing)."""
+    try:
+        from shiftaddaug_plugin.cost import count_ops
+    except ImportError as err:  # optional piece: the run itself is still valid
+        log(f"cost model unavailable ({err}); summary.json has no operator counts")
+        return None
+    report = count_ops(model, tuple(input_size))
+    totals = report.totals()
+    totals["multiplicative_layers"] = report.multiplicative_layers
+    return totals
+
+
+def _cleanup(distributed: bool) -> None:
+    if distributed and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console script ``shiftaddaug-train``. Returns 0 on success; user errors exit with status 2 and the message,
+    a non-finite loss with status 3."""
+    try:
+        args = parse_args(argv)
+    except ValueError as err:
+        print(f"shiftaddaug-train: error: {err}", file=sys.stderr)
+        return 2
+    try:
+        validate_exported(args) if args.validate_exported else run(args)
+    except NonFiniteLossError as err:
+        print(f"shiftaddaug-train: {err}", file=sys.stderr)
+        return 3
+    except (ValueError, FileNotFoundError) as err:
+        print(f"shiftaddaug-train: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,320 @@
+"""End-to-end tests of the timm augmentation-training entry point (``shiftaddaug_plugin.train``, DESIGN §2.4, §5).
+
+Runs are tiny (128 Fashion-MNIST images at 16 px, MCUNet at width 0.25, batch 32, 2 epochs) and single-threaded:
+on a shared 2-core machine OpenMP spin-waiting makes multi-threaded tiny convolutions 10-50x slower.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from shiftaddaug_plugin.data import resolve_fmnist_dir
+
+REPO = Path(__file__).resolve().parents[1]
+FMNIST = resolve_fmnist_dir()
+needs_fmnist = pytest.mark.skipif(
+    not (FMNIST / "train-images-idx3-ubyte.gz").exists() and not (FMNIST / "train-images-idx3-ubyte").exists(),
+    reason=f"Fashion-MNIST not installed in {FMNIST} (sudo apt-get install dataset-fashion-mnist)",
+)
+
+TINY = ["--dataset", "fashion_mnist", "--train-subset", "128", "--val-subset", "64", "--img-size", "16",
+        "-b", "32", "--epochs", "2", "--model", "shiftadd_mcunet", "--model-kwargs", "op=shift", "width_mult=0.25",
+        "--aug-width-mult-list", "1.0", "2.0", "--aug-expand-list", "1.0", "2.0", "--bn-recal-images", "64",
+        "--workers", "0", "--log-interval", "2", "--lr", "0.05", "--warmup-epochs", "0", "--seed", "7"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _run(argv: list[str]) -> dict:
+    from shiftaddaug_plugin.train.args import parse_args
+    from shiftaddaug_plugin.train.cli import run
+
+    return run(parse_args(argv))
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    if not (FMNIST / "train-images-idx3-ubyte.gz").exists() and not (FMNIST / "train-images-idx3-ubyte").exists():
+        pytest.skip(f"Fashion-MNIST not installed in {FMNIST}")
+    out = tmp_path_factory.mktemp("train")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        summary = _run([*TINY, "--output", str(out), "--experiment", "full"])
+    finally:
+        torch.set_num_threads(threads)
+    return summary, out / "full"
+
+
+# ------------------------------------------------------------------------------------------------- end to end
+@needs_fmnist
+def test_end_to_end_export_matches_last_evaluation(full_run: tuple[dict, Path]) -> None:
+    summary, out = full_run
+    assert summary["status"] == "finished" and summary["epochs_done"] == 2
+    rows = (out / "summary.csv").read_text().strip().splitlines()
+    header = rows[0].split(",")
+    for col in ("epoch", "train_loss_target", "train_loss_aug", "eval_top1", "eval_loss", "lr", "time"):
+        assert col in header
+    assert len(rows) == 3
+    last = dict(zip(header, rows[-1].split(",")))
+    assert float(last["train_loss_aug"]) > 0  # the augmented pass ran
+    # exported model, rebuilt from exported_target.pth/.json by timm.create_model, reproduces the last evaluation
+    assert summary["exported_top1"] == summary["eval_top1"]
+    assert summary["exported_loss"] == pytest.approx(summary["eval_loss"], rel=1e-5)
+    assert round(summary["eval_top1"], 4) == float(last["eval_top1"])
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["exported_top1"] == summary["exported_top1"]
+    # multiplication-free apart from the stem conv the converter keeps multiplicative (DESIGN §2.3)
+    assert on_disk["cost"]["multiplicative_layers"] == ["conv_stem"]
+    assert on_disk["cost"]["shifts"] > 10 * on_disk["cost"]["mults"]
+
+
+@needs_fmnist
+def test_exported_model_rebuilds_and_equals_hybrid_target(full_run: tuple[dict, Path]) -> None:
+    from shiftaddaug_plugin import Mode, set_mode
+    from shiftaddaug_plugin.layers.shift import ShiftConv2d
+    from shiftaddaug_plugin.train.args import parse_args
+    from shiftaddaug_plugin.train.checkpoint import load_checkpoint, load_exported
+    from shiftaddaug_plugin.train.cli import build_model
+
+    _, out = full_run
+    slim, meta = load_exported(out / "exported_target.pth")
+    assert meta["model"] == "shiftadd_mcunet" and meta["input_size"] == [1, 16, 16]
+    assert any(isinstance(m, ShiftConv2d) for m in slim.modules())
+    hybrid, _ = build_model(parse_args([*TINY]), 10, (1, 16, 16))
+    hybrid.load_state_dict(load_checkpoint(out / "last.pth.tar")["state_dict"])
+    hybrid.eval()
+    x = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), set_mode(hybrid, Mode.TARGET):
+        torch.testing.assert_close(slim(x), hybrid(x), rtol=0, atol=0)
+
+
+@needs_fmnist
+def test_validate_exported_reproduces_the_exported_accuracy(full_run: tuple[dict, Path]) -> None:
+    from shiftaddaug_plugin.train.args import parse_args
+    from shiftaddaug_plugin.train.cli import validate_exported
+
+    summary, out = full_run
+    result = validate_exported(parse_args(["--validate-exported", str(out / "exported_target.pth"),
+                                           "--val-subset", "64", "--seed", "7", "--workers", "0"]))
+    assert result["count"] == 64 and result["top1"] == summary["exported_top1"]
+
+
+@needs_fmnist
+def test_checkpoint_is_weights_only_loadable(full_run: tuple[dict, Path]) -> None:
+    _, out = full_run
+    for name in ("last.pth.tar", "model_best.pth.tar", "exported_target.pth"):
+        obj = torch.load(out / name, map_location="cpu", weights_only=True)
+        assert isinstance(obj, dict)
+    ckpt = torch.load(out / "last.pth.tar", map_location="cpu", weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["arch"] == "shiftadd_mcunet"
+    assert {"optimizer", "scheduler", "rng", "history", "state_dict"} <= set(ckpt)
+    assert not list(out.glob(".*.tmp"))  # atomic writes left no temporary files
+
+
+@needs_fmnist
+def test_resume_continues_and_equals_uninterrupted_run(full_run: tuple[dict, Path], tmp_path: Path) -> None:
+    from shiftaddaug_plugin.train.checkpoint import load_checkpoint
+
+    _, full_out = full_run
+    first = _run([*TINY, "--output", str(tmp_path), "--experiment", "r", "--stop-after-epochs", "1"])
+    assert first["status"] == "interrupted" and first["epochs_done"] == 1
+    ckpt = tmp_path / "r" / "last.pth.tar"
+    assert load_checkpoint(ckpt)["epoch"] == 1
+    assert not (tmp_path / "r" / "exported_target.pth").exists()
+    second = _run([*TINY, "--resume", str(ckpt)])  # output folder = the checkpoint's
+    assert second["status"] == "finished" and second["epochs_done"] == 2
+    resumed, reference = load_checkpoint(ckpt), load_checkpoint(full_out / "last.pth.tar")
+    assert resumed["epoch"] == reference["epoch"] == 2
+    for key, value in reference["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][key], value, rtol=0, atol=0, msg=key)
+    ref_state = reference["optimizer"]["state"]
+    for idx, state in resumed["optimizer"]["state"].items():
+        torch.testing.assert_close(state["momentum_buffer"], ref_state[idx]["momentum_buffer"], rtol=0, atol=0)
+    assert second["eval_top1"] == json.loads((full_out / "summary.json").read_text())["eval_top1"]
+    rows = (tmp_path / "r" / "summary.csv").read_text().strip().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["0", "1"]
+
+
+@needs_fmnist
+def test_baseline_with_ema_and_block_variant_run(tmp_path: Path) -> None:
+    base = _run([*TINY, "--no-aug", "--model-ema", "--model-ema-decay", "0.9", "--output", str(tmp_path),
+                 "--experiment", "base"])
+    assert base["status"] == "finished" and base["exported_top1"] == base["eval_top1"]
+    rows = (tmp_path / "base" / "summary.csv").read_text().strip().splitlines()
+    header = rows[0].split(",")
+    last = dict(zip(header, rows[-1].split(",")))
+    assert last["train_loss_aug"] == "" and last["eval_ema_top1"] != ""
+    assert "state_dict_ema" in torch.load(tmp_path / "base" / "last.pth.tar", weights_only=True)
+    bv = _run([*TINY, "--block-variant", "linear", "--block-variant-end", "0.5", "--output", str(tmp_path),
+               "--experiment", "bv"])
+    rows = (tmp_path / "bv" / "summary.csv").read_text().strip().splitlines()
+    mf = [int(dict(zip(header, r.split(",")))["mf_layers"]) for r in rows[1:]]
+    assert mf[0] == 0 and mf[-1] > 0  # epoch 0 multiplicative, last epoch fully multiplication-free
+    assert bv["exported_top1"] == bv["eval_top1"]
+    assert bv["cost"]["multiplicative_layers"] == ["conv_stem"]
+
+
+# ------------------------------------------------------------------------------------------------- pieces
+def test_nan_guard_stops_before_the_optimizer_step() -> None:
+    from shiftaddaug_plugin.train.augtrain import NonFiniteLossError, ShiftAddAugTask, train_one_epoch
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    before = [p.detach().clone() for p in model.parameters()]
+    task = ShiftAddAugTask(model, augment=False, criterion=lambda out, y: out.sum() * float("nan"))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loader = [(torch.randn(2, 4), torch.tensor([0, 1]))]
+    with pytest.raises(NonFiniteLossError, match="last checkpoint"):
+        train_one_epoch(task, loader, opt, epoch=0, device=torch.device("cpu"), log=lambda s: None)
+    for p, b in zip(model.parameters(), before):
+        assert torch.equal(p, b)
+
+
+def test_joint_loss_is_target_plus_alpha_augmented() -> None:
+    import timm
+
+    import shiftaddaug_plugin.models  # noqa: F401
+    from shiftaddaug_plugin import Mode, set_mode
+    from shiftaddaug_plugin.convert import sample_active_widths
+    from shiftaddaug_plugin.train.augtrain import ShiftAddAugTask
+
+    torch.manual_seed(0)
+    model = timm.create_model("shiftadd_mcunet", op="shift", aug=True, width_mult=0.25, num_classes=10, in_chans=1,
+                              aug_width_mult_list=[1.0, 2.0], aug_expand_list=[1.0, 2.0]).eval()
+    x, y = torch.randn(3, 1, 16, 16), torch.tensor([1, 2, 3])
+    task = ShiftAddAugTask(model, alpha=0.5, width_rng=random.Random(3), criterion=nn.CrossEntropyLoss())
+    out = task(x, y)
+    with torch.no_grad(), set_mode(model, Mode.TARGET):
+        ref_t = nn.functional.cross_entropy(model(x), y)
+    sample_active_widths(model, random.Random(3), width=True, expand=True)  # same draw as the task's
+    with torch.no_grad(), set_mode(model, Mode.AUGMENTED):
+        ref_a = nn.functional.cross_entropy(model(x), y)
+    torch.testing.assert_close(out["loss_target"], ref_t)
+    torch.testing.assert_close(out["loss_aug"], ref_a)
+    torch.testing.assert_close(out["loss"], ref_t + 0.5 * ref_a)
+    assert not torch.equal(ref_t, ref_a)
+
+
+def test_block_variant_schedule_goes_shallow_to_deep() -> None:
+    import timm
+
+    import shiftaddaug_plugin.models  # noqa: F401
+    from shiftaddaug_plugin.train.block_variant import apply_block_variant, linear_progress, switchable_layers
+
+    assert [linear_progress(e, 10, 0.5) for e in (0, 1, 5, 9)] == [0.0, 0.2, 1.0, 1.0]
+    assert linear_progress(0, 10, 0.0) == 1.0
+    model = timm.create_model("shiftadd_mcunet", op="shift", aug=True, width_mult=0.25, num_classes=10, in_chans=1)
+    layers = switchable_layers(model)
+    n = apply_block_variant(model, "linear", 1, 4, 0.5)  # progress 0.5
+    assert n == len(layers) // 2
+    assert [m.mf_enabled for m in layers] == [True] * n + [False] * (len(layers) - n)
+    assert apply_block_variant(model, "linear", 3, 4, 0.5) == len(layers)
+    with pytest.raises(ValueError, match="schedule"):
+        apply_block_variant(model, "cubic", 0, 4, 0.5)
+
+
+def test_atomic_save_keeps_old_file_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shiftaddaug_plugin.train import checkpoint as ck
+
+    path = tmp_path / "last.pth.tar"
+    ck.atomic_save({"epoch": 1, "w": torch.ones(2)}, path)
+    with pytest.raises(TypeError, match="weights_only"):
+        ck.atomic_save({"epoch": 2, "bad": object()}, path)
+
+    def exploding_save(obj, handle):  # noqa: ANN001
+        handle.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ck.torch, "save", exploding_save)
+    with pytest.raises(OSError, match="disk full"):
+        ck.atomic_save({"epoch": 3}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pth.tar"]
+
+
+def test_rng_state_roundtrip_is_weights_only(tmp_path: Path) -> None:
+    from shiftaddaug_plugin.train.checkpoint import atomic_save, capture_rng_state, restore_rng_state
+
+    import numpy as np
+
+    rng = random.Random(5)
+    state = capture_rng_state(rng)
+    atomic_save({"rng": state}, tmp_path / "s.pt")
+    expected = (random.random(), np.random.rand(), torch.rand(1), rng.random())
+    random.seed(0), np.random.seed(0), torch.manual_seed(0), rng.seed(0)
+    restore_rng_state(torch.load(tmp_path / "s.pt", weights_only=True)["rng"], rng)
+    assert (random.random(), np.random.rand(), torch.rand(1), rng.random()) == expected
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "0"], "--epochs"),
+    (["--width-aug-stop", "1.5"], "--width-aug-stop"),
+    (["--aug-width-mult-list", "0.5", "1.0"], "multipliers must be"),
+    (["--model-kwargs", "aug=true"], "set by the trainer"),
+    (["--lr", "-1"], "--lr"),
+    (["--resume", "/nonexistent/last.pth.tar"], "no such checkpoint"),
+    (["--input-size", "1", "0", "16"], "--input-size"),
+])
+def test_bad_arguments_raise_clear_errors(argv: list[str], message: str) -> None:
+    from shiftaddaug_plugin.train.args import parse_args
+    from shiftaddaug_plugin.train.cli import main
+
+    with pytest.raises(ValueError, match=message):
+        parse_args(argv)
+    assert main(argv) == 2
+
+
+def test_yaml_config_keys_are_flag_names(tmp_path: Path) -> None:
+    from shiftaddaug_plugin.train.args import parse_args
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("batch-size: 7\nepochs: 3\nmodel_kwargs: {op: adder}\naug_expand_list: [1.0, 1.6]\n")
+    args = parse_args(["-c", str(cfg), "--epochs", "5"])
+    assert (args.batch_size, args.epochs, args.model_kwargs, args.aug_expand_list) == (7, 5, {"op": "adder"}, [1.0, 1.6])
+    cfg.write_text("batch_sise: 7\n")
+    with pytest.raises(ValueError, match="unknown key 'batch_sise'.*batch_size"):
+        parse_args(["-c", str(cfg)])
+    for recipe in sorted((REPO / "configs" / "timm").glob("*.yaml")):
+        args = parse_args(["-c", str(recipe)])
+        assert args.opt == "sgd" and args.weight_decay == 4e-5 and args.smoothing == 0.1, recipe.name
+
+
+def test_missing_fashion_mnist_names_the_apt_package(tmp_path: Path) -> None:
+    from shiftaddaug_plugin.train.args import parse_args
+    from shiftaddaug_plugin.train.data import build_data
+
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        build_data(parse_args(["--data-dir", str(tmp_path)]))
+
+
+# ------------------------------------------------------------------------------------------------- DDP
+@needs_fmnist
+@pytest.mark.slow
+def test_ddp_two_cpu_ranks_end_identical(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "shiftaddaug_plugin.train.cli", *TINY, "-b", "16", "--device", "cpu",
+           "--output", str(tmp_path), "--experiment", "ddp"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    sums = summary["ddp_rank_checksums"]
+    assert len(sums) == 2 and sums[0] == sums[1]
+    assert summary["exported_top1"] == summary["eval_top1"]
+    assert summary["eval_images"] == 64  # sharded evaluation covers every image exactly once
