@@ -256,15 +256,26 @@ def test_sort_keeps_target_and_permutes_optimizer_state(ext, data_root):
     assert moved > 0
 
 
-def test_block_variant_progress(ext, data_root):
+def test_hook_block_variant_schedule(ext, data_root):
+    """``block_variant_end=0.5`` of 8 iterations: target layers turn MF shallow -> deep over iterations 0..4 (exact
+    layer sets; DESIGN §2.6), all MF from iteration 4 on; recomputed from the iteration alone (resume)."""
+    from types import SimpleNamespace
+
+    from shiftaddaug_plugin.layers import HybridConv2d, HybridLinear
+
     model = _build(data_root)
-    layers = ext.hook.mf_switchable_layers(model)
-    assert len(layers) >= 4
-    assert ext.set_block_variant_progress(model, 0.0) == 0 and not any(m.mf_enabled for m in layers)
-    half = ext.set_block_variant_progress(model, 0.5)
-    assert half == len(layers) // 2
-    assert all(m.mf_enabled for m in layers[:half]) and not any(m.mf_enabled for m in layers[half:])
-    assert ext.set_block_variant_progress(model, 1.0) == len(layers) and all(m.mf_enabled for m in layers)
+    order = [n for n, m in model.named_modules() if isinstance(m, (HybridConv2d, HybridLinear)) and m.op != "mult"]
+    kept = [n for n, m in model.named_modules() if isinstance(m, (HybridConv2d, HybridLinear)) and m.op == "mult"]
+    n = len(order)
+    assert n >= 4 and order[0].startswith("backbone.") and order[-1].startswith("decode_head.")
+    hook = ext.ShiftAddAugHook(sort_interval=None, block_variant_end=0.5)
+    runner = SimpleNamespace(model=model, max_iters=8)
+    for it, count in ((0, 0), (1, n // 4), (2, n // 2), (3, 3 * n // 4), (4, n), (7, n), (2, n // 2)):
+        hook._apply_schedule(runner, it)
+        assert [name for name in order if model.get_submodule(name).mf_enabled] == order[:count], it
+        assert all(model.get_submodule(name).mf_enabled for name in kept)  # kept multiplicative: never switched
+    with pytest.raises(ValueError, match="block_variant_end"):  # nothing to switch: a config error, not a no-op
+        hook._apply_schedule(SimpleNamespace(model=_build(data_root, convert_cfg=dict(op="mult")), max_iters=8), 0)
 
 
 def test_segmentor_argument_errors(ext, data_root):

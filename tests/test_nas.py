@@ -298,6 +298,50 @@ def test_shiftadd_custom_depth_aug_hybrid_model(tmp_path: Path) -> None:
         timm.create_model("shiftadd_custom")
 
 
+def test_convert_export_drops_depth_aug_blocks_and_renames_kept_layers() -> None:
+    """``convert.export``'s protocol (``DepthAugBlock.export() -> None``): the block leaves its ``nn.Sequential``
+    (re-indexed), the target output is unchanged, and the kept-multiplicative names follow the re-indexing so
+    ``audit`` stays exact."""
+    from shiftaddaug_plugin.convert import ConvertConfig, audit, convert, export
+    from shiftaddaug_plugin.convert.export import EXPORT_INFO_ATTR
+
+    def block() -> nn.Sequential:
+        return nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+
+    torch.manual_seed(0)
+    dense = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                          DepthAugBlock(block()), block(), nn.Conv2d(8, 8, 1))
+    hybrid = convert(dense, ConvertConfig(op="shift", op_overrides={r"4\.0": "mult"}),
+                     example_input=torch.zeros(1, 1, 8, 8)).eval()
+    assert set(hybrid._shiftaddaug_plan.kept_mult) == {"0", "4.0"}
+    slim = export(hybrid)
+    assert not any(isinstance(m, DepthAugBlock) for m in slim.modules()) and len(slim) == 5
+    assert type(slim[3][0]) is nn.Conv2d and type(slim[4]).__name__ == "ShiftConv2d"
+    assert set(getattr(slim, EXPORT_INFO_ATTR).kept_mult) == {"0", "3.0"}  # '4.0' re-indexed to '3.0'
+    assert {e.name for e in audit(slim).allowed} == {"0", "3.0"}  # and nothing unexpected (audit would raise)
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad(), set_mode(hybrid, Mode.TARGET):
+        torch.testing.assert_close(slim(x), hybrid(x), rtol=0, atol=0)
+    assert len(hybrid) == 6 and isinstance(hybrid[3], DepthAugBlock)  # input untouched
+
+    class Holder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 8, 1)
+            self.extra = DepthAugBlock(nn.Identity())
+
+    with pytest.raises(ValueError, match="nn.Sequential"):
+        export(Holder())
+
+
+def test_models_import_registers_shiftadd_custom_without_optuna() -> None:
+    probe = ("import sys, timm, shiftaddaug_plugin.models; "
+             "print(int('shiftadd_custom' in timm.list_models('shiftadd_*')), int('optuna' in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[-2:] == ["1", "0"]
+
+
 # ------------------------------------------------------------------------------------------------ CLI / workers
 def _cli(args: list[str], cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}

@@ -5,6 +5,7 @@ on a shared 2-core machine OpenMP spin-waiting makes multi-threaded tiny convolu
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -169,6 +170,45 @@ def test_baseline_with_ema_and_block_variant_run(tmp_path: Path) -> None:
     assert bv["cost"]["multiplicative_layers"] == ["conv_stem"]
 
 
+@needs_fmnist
+def test_nas_arch_trains_and_exports_through_main(tmp_path: Path) -> None:
+    """``shiftaddaug-train --model shiftadd_custom --model-kwargs arch=<json>``: a tiny NAS arch (shift base op, one
+    block kept 'mult', one depth-augmentation block) trains, exports (DepthAugBlock dropped, per-block operators kept)
+    and the exported model, rebuilt from its files alone, reproduces the last evaluation."""
+    from shiftaddaug_plugin.nas.space import SPACE_PRESETS, Arch
+    from shiftaddaug_plugin.nas.stage2 import TargetSelection, save_depth_aug
+    from shiftaddaug_plugin.train.checkpoint import load_exported
+    from shiftaddaug_plugin.train.cli import main
+
+    data = SPACE_PRESETS["tiny"].max_arch("shift").to_dict()
+    data["stages"][1]["blocks"][1]["op"] = "mult"  # per-block operator (NASA's hybrid space)
+    deep = Arch.from_dict(data)
+    arch_file = tmp_path / "arch.json"
+    save_depth_aug(arch_file, deep, TargetSelection(((True, False), (True, True), (True, True))))
+    argv = ["--dataset", "fashion_mnist", "--train-subset", "128", "--val-subset", "64", "--img-size", "16",
+            "-b", "32", "--epochs", "1", "--model", "shiftadd_custom", "--model-kwargs", f"arch={arch_file}",
+            "--aug-width-mult-list", "1.0", "2.0", "--aug-expand-list", "1.0", "2.0", "--bn-recal-images", "64",
+            "--workers", "0", "--log-interval", "2", "--lr", "0.05", "--warmup-epochs", "0", "--seed", "3",
+            "--output", str(tmp_path), "--experiment", "nas"]
+    assert main(argv) == 0
+    out = tmp_path / "nas"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["export_matches_eval"] is True
+    assert summary["exported_top1"] == summary["eval_top1"]
+    assert summary["exported_loss"] == pytest.approx(summary["eval_loss"], rel=1e-5)
+    last = (out / "summary.csv").read_text().strip().splitlines()[-1].split(",")
+    assert round(summary["eval_top1"], 4) == float(last[4])  # eval_top1 column of the last (only) epoch
+    arch_file.unlink()  # the rebuild recipe holds the arch inline
+    rebuilt, meta = load_exported(out)
+    assert meta["model_kwargs"]["arch"]["depth_aug"] == {"keep": [[True, False], [True, True], [True, True]]}
+    assert [len(stack) for stack in rebuilt.blocks] == [1, 1, 2, 2]  # DS block + stages without the aug block
+    assert type(rebuilt.blocks[2][1].conv_pw) is nn.Conv2d  # the 'mult' block
+    assert type(rebuilt.blocks[2][0].conv_pw).__name__ == "ShiftConv2d"
+    mults = set(summary["cost"]["multiplicative_layers"])  # + what the default ConvertConfig keeps (stem, classifier)
+    assert {"blocks.2.1.conv_pw", "blocks.2.1.conv_dw", "blocks.2.1.conv_pwl"} <= mults
+    assert not [n for n in mults if n.startswith(("blocks.1.", "blocks.2.0.", "blocks.3."))]
+
+
 # ------------------------------------------------------------------------------------------------- pieces
 def test_nan_guard_stops_before_the_optimizer_step() -> None:
     from shiftaddaug_plugin.train.augtrain import NonFiniteLossError, ShiftAddAugTask, train_one_epoch
@@ -210,21 +250,33 @@ def test_joint_loss_is_target_plus_alpha_augmented() -> None:
 
 
 def test_block_variant_schedule_goes_shallow_to_deep() -> None:
+    """``--block-variant linear --block-variant-end 0.5`` over 4 epochs: exact MF layer sets per epoch, on the model
+    and on its EMA copy (DESIGN §2.6); ``none``: all MF from epoch 0."""
     import timm
 
     import shiftaddaug_plugin.models  # noqa: F401
-    from shiftaddaug_plugin.train.block_variant import apply_block_variant, linear_progress, switchable_layers
+    from shiftaddaug_plugin.block_variant import BlockVariantSchedule
+    from shiftaddaug_plugin.layers import HybridConv2d, HybridLinear
+    from shiftaddaug_plugin.train.cli import _apply_block_variant
 
-    assert [linear_progress(e, 10, 0.5) for e in (0, 1, 5, 9)] == [0.0, 0.2, 1.0, 1.0]
-    assert linear_progress(0, 10, 0.0) == 1.0
     model = timm.create_model("shiftadd_mcunet", op="shift", aug=True, width_mult=0.25, num_classes=10, in_chans=1)
-    layers = switchable_layers(model)
-    n = apply_block_variant(model, "linear", 1, 4, 0.5)  # progress 0.5
-    assert n == len(layers) // 2
-    assert [m.mf_enabled for m in layers] == [True] * n + [False] * (len(layers) - n)
-    assert apply_block_variant(model, "linear", 3, 4, 0.5) == len(layers)
-    with pytest.raises(ValueError, match="schedule"):
-        apply_block_variant(model, "cubic", 0, 4, 0.5)
+    ema = copy.deepcopy(model)
+    # independent reference: hybrid conv/linear layers that are not kept multiplicative, in registration order
+    order = [n for n, m in model.named_modules() if isinstance(m, (HybridConv2d, HybridLinear)) and m.op != "mult"]
+    assert "conv_stem" not in order and order[-1] == "classifier" and len(order) >= 8
+
+    def mf(net: nn.Module) -> list[str]:
+        return [n for n in order if net.get_submodule(n).mf_enabled]
+
+    schedule = BlockVariantSchedule(model, start=0, end=0.5 * 4, unit="epoch")  # what run() builds
+    n = len(order)
+    for epoch, count in ((0, 0), (1, n // 2), (2, n), (3, n)):
+        assert _apply_block_variant(schedule, model, epoch) == count
+        assert _apply_block_variant(schedule, ema, epoch) == count
+        assert mf(model) == mf(ema) == order[:count], epoch
+    assert model.conv_stem.mf_enabled  # kept multiplicative by the config: never switched
+    _apply_block_variant(schedule, model, 0)
+    assert _apply_block_variant(None, model, 0) == n and mf(model) == order  # --block-variant none
 
 
 def test_atomic_save_keeps_old_file_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

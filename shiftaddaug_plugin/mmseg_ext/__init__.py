@@ -32,7 +32,7 @@ from .export import (  # noqa: E402
     load_exported,
     save_exported,
 )
-from .hook import ShiftAddAugHook, set_block_variant_progress  # noqa: E402
+from .hook import ShiftAddAugHook  # noqa: E402
 from .scenes import SCENE_CLASSES, SceneConfig, compose_scene  # noqa: E402
 from .segmentor import ShiftAddAugEncoderDecoder  # noqa: E402
 
@@ -53,5 +53,4 @@ __all__ = [
     "is_exported_checkpoint",
     "load_exported",
     "save_exported",
-    "set_block_variant_progress",
 ]

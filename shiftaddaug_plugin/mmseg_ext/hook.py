@@ -7,7 +7,8 @@ mmseg schedules are iteration-based (epoch hooks fire once), so every interval h
 * **channel sorting** (:func:`shiftaddaug_plugin.convert.sort_channels`) every ``sort_interval`` iterations while
   width augmentation is on, with the optimizer state (and an ``EMAHook``'s averaged copy) permuted in place.
 * **block-variant training** (§2.6, optional): target layers start multiplicative and become multiplication-free
-  from shallow to deep until ``block_variant_end`` (see :func:`set_block_variant_progress`).
+  from shallow to deep until ``block_variant_end`` (:class:`shiftaddaug_plugin.block_variant.BlockVariantSchedule`
+  with ``unit='iter'``).
 * **target mode + BN recalibration** (over ``recalib_images`` training images) before validation and test; the
   training BN statistics are restored afterwards, so evaluation never alters the training trajectory.
 * **export**: after every checkpoint the hook writes the slim MF target next to it (``iter_N_mf_target.pth``).
@@ -19,7 +20,6 @@ a seeded loader and restores every RNG it touches, so it never perturbs training
 from __future__ import annotations
 
 import copy
-import math
 import random
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -31,10 +31,10 @@ from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 from torch import nn
 
+from shiftaddaug_plugin.block_variant import BlockVariantSchedule
 from shiftaddaug_plugin.modes import Mode, set_mode
 
-__all__ = ["ShiftAddAugHook", "build_recalib_loader", "hybrid_layers", "mf_switchable_layers", "recalibrate_segmentor",
-           "set_block_variant_progress"]
+__all__ = ["ShiftAddAugHook", "build_recalib_loader", "hybrid_layers", "recalibrate_segmentor"]
 
 _STATE_KEY = "shiftaddaug_hook"
 
@@ -42,26 +42,6 @@ _STATE_KEY = "shiftaddaug_hook"
 def hybrid_layers(model: nn.Module) -> list[nn.Module]:
     """Every hybrid layer (anything with a :class:`Mode` ``mode`` attribute) of ``model``, in module order."""
     return [m for m in model.modules() if isinstance(getattr(m, "mode", None), Mode)]
-
-
-def mf_switchable_layers(model: nn.Module) -> list[nn.Module]:
-    """Hybrid layers whose target part can switch between MF and multiplicative (``mf_enabled``), shallow to
-    deep (module registration order: backbone stem first, heads last); layers kept ``'mult'`` are excluded."""
-    return [m for m in hybrid_layers(model) if hasattr(m, "mf_enabled") and getattr(m, "op", "mult") != "mult"]
-
-
-def set_block_variant_progress(model: nn.Module, progress: float) -> int:
-    """Block-variant training (DESIGN §2.6): make the first ``floor(progress * n)`` of the ``n`` switchable target
-    layers multiplication-free and leave the deeper ones multiplicative. ``progress`` 0 -> all multiplicative,
-    1 -> all MF. Only flips the ``mf_enabled`` flag of pre-built layers (no parameter is created or dropped, so the
-    optimizer and the DDP wrapper are unaffected). Returns the number of MF layers."""
-    if not 0.0 <= progress <= 1.0:
-        raise ValueError(f"progress={progress!r} must lie in [0, 1]")
-    layers = mf_switchable_layers(model)
-    count = len(layers) if progress >= 1.0 else int(math.floor(progress * len(layers)))
-    for i, layer in enumerate(layers):
-        layer.mf_enabled = i < count
-    return count
 
 
 def _check_fraction(name: str, value: Any, *, allow_none: bool = False) -> float | None:
@@ -203,6 +183,7 @@ class ShiftAddAugHook(Hook):
         self._recalib_loader: Any = None
         self._stashed_bn: dict[nn.Module, dict[str, torch.Tensor]] | None = None
         self._warned_no_hybrid = False
+        self._variant: BlockVariantSchedule | None = None
 
     # ------------------------------------------------------------------------------------------ helpers
     @staticmethod
@@ -247,8 +228,21 @@ class ShiftAddAugHook(Hook):
         model.aug_step = it
         model.width_aug_enabled = it < self._width_end_iter(runner)
         if self.block_variant_end is not None:
-            end = max(1, int(round(self.block_variant_end * runner.max_iters)))
-            set_block_variant_progress(model, min(1.0, it / end))
+            self._variant_schedule(runner, model).apply(it)
+
+    def _variant_schedule(self, runner: Any, model: nn.Module) -> BlockVariantSchedule:
+        """The block-variant schedule (DESIGN §2.6) of ``model``: target layers MF shallow -> deep over iterations
+        ``[0, max(1, round(block_variant_end * max_iters))]``; rebuilt when the model or ``max_iters`` changes."""
+        end = max(1, int(round(self.block_variant_end * runner.max_iters)))
+        schedule = self._variant
+        if schedule is None or schedule.model is not model or schedule.end != end:
+            try:
+                schedule = BlockVariantSchedule(model, start=0, end=end, unit="iter")
+            except ValueError as err:
+                raise ValueError(f"ShiftAddAugHook(block_variant_end={self.block_variant_end}): {err}; or set "
+                                 "block_variant_end=None") from err
+            self._variant = schedule
+        return schedule
 
     def before_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
         """Set step / width switch / block-variant progress; sort channels on schedule."""

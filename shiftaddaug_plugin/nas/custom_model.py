@@ -20,9 +20,11 @@ additions taken from the arch:
 * a depth-augmented arch (JSON key ``"depth_aug"``, written by :func:`shiftaddaug_plugin.nas.stage2.save_depth_aug`):
   with ``aug=True`` the deep network is built, its unselected blocks wrapped in
   :class:`~shiftaddaug_plugin.nas.stage2.DepthAugBlock` (skipped in ``Mode.TARGET``, kept multiplicative) so the
-  trainer's target pass skips them and its augmented pass runs them; export with
-  :func:`shiftaddaug_plugin.nas.stage2.export_target`. With ``aug=False`` the slim target (unselected blocks
-  dropped) is built directly.
+  trainer's target pass skips them and its augmented pass runs them; :func:`shiftaddaug_plugin.convert.export`
+  (= :func:`shiftaddaug_plugin.nas.stage2.export_target`) drops them. With ``aug=False`` the slim target
+  (unselected blocks dropped) is built directly.
+
+``import shiftaddaug_plugin.models`` imports this module (registration); it must not import optuna.
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ from timm.models.efficientnet import EfficientNet
 from .space import Arch, load_arch
 
 __all__ = ["DEFAULT_AUG_WIDTH_MULT_LIST", "DEFAULT_AUG_EXPAND_LIST", "efficientnet_kwargs", "build_efficientnet",
-           "shiftadd_custom"]
+           "arch_recipe", "shiftadd_custom"]
 
 #: default augmentation lists (NetAug's MCUNet lists, DESIGN §2.4)
 DEFAULT_AUG_WIDTH_MULT_LIST: tuple[float, ...] = (1.0, 1.6, 2.2)
@@ -71,6 +73,19 @@ def efficientnet_kwargs(arch: Arch, **kwargs: Any) -> dict[str, Any]:
 def build_efficientnet(arch: Arch | Any, **kwargs: Any) -> EfficientNet:
     """The plain multiplicative timm ``EfficientNet`` of ``arch`` (no registry, no pretrained handling)."""
     return EfficientNet(**efficientnet_kwargs(load_arch(arch), **kwargs))
+
+
+def arch_recipe(arch: Any) -> dict[str, Any]:
+    """``arch`` (Arch / dict / JSON string / JSON file) as a self-contained, JSON-plain dict with its depth-augmentation
+    selection (``depth_aug``) if any: ``shiftadd_custom(arch=arch_recipe(a))`` builds what ``arch=a`` builds, without
+    the original file (the trainer stores it in ``exported_target.json``)."""
+    from .stage2 import load_depth_aug
+
+    deep, selection = load_depth_aug(arch)
+    data = deep.to_dict()
+    if selection is not None:
+        data["depth_aug"] = selection.to_dict()
+    return data
 
 
 def _convert(model: nn.Module, op: str, overrides: dict[str, str], aug: bool, width: tuple[float, ...],

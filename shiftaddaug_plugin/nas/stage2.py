@@ -14,8 +14,8 @@ are removed from the exported target.
   (``Mode.TARGET``) and ``count_ops(mode=...)`` need no change. Wrap **before** ``convert`` (a new
   ``DepthAugBlock`` starts in ``Mode.AUGMENTED``, so the converter's traced pass reaches the wrapped blocks).
 * :func:`depth_aug_loss`: the joint loss ``L(target) + alpha * L(deep)`` for training loops of one's own.
-* :func:`export_target`: ``convert.export`` (if the model has hybrid layers) + removal of the depth-augmentation
-  blocks: the slim target.
+* :func:`export_target`: the slim target. ``convert.export`` does it all: ``DepthAugBlock.export()`` returns
+  ``None``, which its export protocol reads as "remove this block" (the trainers need no NAS-specific export).
 * :func:`select_target_greedy`: a baseline selection meeting a hardware constraint (drop the residual block with the
   largest cost saving until feasible); the evolutionary search (:mod:`.search`, ``mode='select'``) is the real one.
 """
@@ -137,6 +137,11 @@ class DepthAugBlock(nn.Module):
                              f"{tuple(y.shape)}; only residual (shape-keeping) blocks can be depth augmentation")
         return y
 
+    def export(self) -> None:
+        """Export protocol of :func:`shiftaddaug_plugin.convert.export`: ``None`` = not part of the target, remove
+        this block from its ``nn.Sequential``."""
+        return None
+
     def extra_repr(self) -> str:
         return f"mode={self.mode.value}"
 
@@ -179,31 +184,14 @@ def drop_unselected(model: nn.Module, deep: Arch, selection: TargetSelection) ->
 
 
 def export_target(model: nn.Module) -> nn.Module:
-    """The slim target of a (converted) depth-augmented model: ``shiftaddaug_plugin.convert.export`` when the model
-    has hybrid layers (else a copy), then every :class:`DepthAugBlock` removed from its ``nn.Sequential`` (indices
-    re-numbered). ``model`` is not modified."""
-    from ..convert.handlers import hybrid_types
+    """The slim target of a (converted) depth-augmented model: :func:`shiftaddaug_plugin.convert.export`, whose
+    export protocol exports the hybrid layers and removes every :class:`DepthAugBlock` from its ``nn.Sequential``
+    (indices re-numbered); a model with neither is copied. ``model`` is not modified."""
+    from ..convert.export import export, is_exportable
 
-    if any(isinstance(m, hybrid_types()) for m in model.modules()):
-        from ..convert import export
-
-        out = export(model)
-    else:
-        out = copy.deepcopy(model)
-
-    def strip(parent: nn.Module) -> None:
-        for name, child in list(parent._modules.items()):
-            if child is None:
-                continue
-            if isinstance(child, nn.Sequential) and any(isinstance(m, DepthAugBlock) for m in child):
-                parent._modules[name] = nn.Sequential(*[m for m in child if not isinstance(m, DepthAugBlock)])
-            elif isinstance(child, DepthAugBlock):
-                raise ValueError(f"DepthAugBlock '{name}' is not inside an nn.Sequential; cannot remove it")
-            else:
-                strip(child)
-
-    strip(out)
-    return out
+    if not any(is_exportable(m) for m in model.modules()):
+        return copy.deepcopy(model)
+    return export(model)
 
 
 def depth_aug_loss(model: nn.Module, images: Tensor, targets: Tensor, criterion: Callable[[Tensor, Tensor], Tensor],

@@ -6,9 +6,10 @@ this package ``__init__`` stays light and only names them:
 * :mod:`.args`          timm ``train.py``-style CLI parser + yaml ``--config``
 * :mod:`.data`          datasets / loaders (embedded Fashion-MNIST or any timm dataset)
 * :mod:`.augtrain`      the joint-loss training task, epoch loop and evaluation
-* :mod:`.block_variant` the block-variant schedule (DESIGN §2.6)
 * :mod:`.checkpoint`    atomic, ``weights_only``-loadable checkpoints, resume, exported-model save/load
 * :mod:`.cli`           ``main(argv=None)``
+
+The block-variant schedule (DESIGN §2.6) is the package-wide :mod:`shiftaddaug_plugin.block_variant`.
 """
 from __future__ import annotations
 

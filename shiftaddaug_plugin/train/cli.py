@@ -30,9 +30,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from shiftaddaug_plugin.block_variant import BlockVariantSchedule, set_all_mf, switchable_layers
+
 from .args import parse_args
 from .augtrain import NonFiniteLossError, ShiftAddAugTask, evaluate, format_eta, train_one_epoch, unwrap
-from .block_variant import apply_block_variant, set_mf_progress, switchable_layers
 from .checkpoint import (
     EXPORTED_META, EXPORTED_WEIGHTS, atomic_save, atomic_write_text, capture_rng_state, load_checkpoint,
     load_exported, restore_rng_state, save_exported,
@@ -44,6 +45,8 @@ __all__ = ["main", "run", "validate_exported", "build_model", "width_aug_stop_ep
 SUMMARY_FIELDS = ("epoch", "train_loss_target", "train_loss_aug", "train_top1", "eval_top1", "eval_loss",
                   "eval_ema_top1", "lr", "width_aug", "mf_layers", "time")
 LAST, BEST = "last.pth.tar", "model_best.pth.tar"
+#: timm entrypoint of NAS-found architectures (:mod:`shiftaddaug_plugin.nas.custom_model`), built like ``shiftadd_*``
+CUSTOM_MODEL = "shiftadd_custom"
 
 
 def width_aug_stop_epoch(epochs: int, fraction: float) -> int:
@@ -57,9 +60,12 @@ def build_model(args: argparse.Namespace, num_classes: int, input_size: tuple[in
                 ) -> tuple[nn.Module, dict[str, Any]]:
     """The hybrid training model and the recipe that rebuilds its exported target (``exported_target.json``).
 
-    ``shiftadd_*`` models are built by their timm entrypoints with ``aug=True`` (``--no-aug``: augmentation lists
-    ``[1.0]``, i.e. no augmented channel, so the baseline trains exactly the target network through the same code);
-    any other timm model is created plain and converted with ``ConvertConfig(op=<model-kwargs op, default shift>)``.
+    ``shiftadd_*`` models (the reference nets and the NAS's ``shiftadd_custom``) are built by their timm entrypoints
+    with ``aug=True`` (``--no-aug``: augmentation lists ``[1.0]``, i.e. no augmented channel, so the baseline trains
+    exactly the target network through the same code); ``op`` and the other ``--model-kwargs`` pass through (for
+    ``shiftadd_custom``: default op = the arch's ``base_op``, per-block operators and depth augmentation from the
+    arch; its ``arch`` is stored inline in the rebuild recipe). Any other timm model is created plain and converted
+    with ``ConvertConfig(op=<model-kwargs op, default shift>)``.
     """
     import timm
 
@@ -74,7 +80,11 @@ def build_model(args: argparse.Namespace, num_classes: int, input_size: tuple[in
         common["drop_path_rate"] = args.drop_path
     width = [1.0] if args.no_aug else args.aug_width_mult_list
     expand = [1.0] if args.no_aug else args.aug_expand_list
-    if args.model in REFERENCE_ARCHS:
+    if args.model in REFERENCE_ARCHS or args.model == CUSTOM_MODEL:
+        if args.model == CUSTOM_MODEL and kwargs.get("arch") is not None:
+            from shiftaddaug_plugin.nas.custom_model import arch_recipe
+
+            kwargs["arch"] = arch_recipe(kwargs["arch"])  # the exported model rebuilds without the arch file
         aug_kwargs: dict[str, Any] = {"aug": True}
         if width is not None:
             aug_kwargs["aug_width_mult_list"] = width
@@ -174,6 +184,15 @@ def _has_bn(model: nn.Module) -> bool:
     return any(isinstance(m, _BatchNorm) and m.track_running_stats for m in model.modules())
 
 
+def _apply_block_variant(schedule: BlockVariantSchedule | None, model: nn.Module, epoch: int) -> int:
+    """``mf_enabled`` of ``model``'s switchable layers for ``epoch`` (DESIGN §2.6): ``--block-variant none``
+    (``schedule`` None) -> all MF; ``linear`` -> the schedule's shallow prefix. ``model`` may be the scheduled model
+    or its EMA copy. Returns the number of MF layers."""
+    if schedule is None:
+        return set_all_mf(model)
+    return schedule.apply(epoch, model)
+
+
 def _recalibrate(model: nn.Module, loader: Any, device: torch.device) -> int:
     """BN recalibration of the target network (DESIGN §2.4) over the whole (fixed) recalibration subset."""
     from shiftaddaug_plugin.convert import recalibrate_bn
@@ -223,6 +242,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.block_variant != "none" and n_switch == 0:
         raise ValueError("--block-variant needs multiplication-free target layers; the model has none "
                          "(op=mult?). Use --model-kwargs op=shift/adder/shiftadd or --block-variant none")
+    # DESIGN §2.6: 'linear' turns the target MF shallow -> deep over epochs [0, end_fraction * epochs]
+    bv_schedule = (BlockVariantSchedule(model, start=0, end=args.block_variant_end * args.epochs, unit="epoch")
+                   if args.block_variant == "linear" else None)
 
     optimizer = create_optimizer_v2(model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay,
                                     momentum=args.momentum, filter_bias_and_bn=True,
@@ -285,9 +307,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for epoch in range(start_epoch, args.epochs):
         t_epoch = time.perf_counter()
         width_on = augment and epoch < stop_width
-        mf_layers = apply_block_variant(model, args.block_variant, epoch, args.epochs, args.block_variant_end)
+        mf_layers = _apply_block_variant(bv_schedule, model, epoch)
         if ema is not None:
-            apply_block_variant(ema.module, args.block_variant, epoch, args.epochs, args.block_variant_end)
+            _apply_block_variant(bv_schedule, ema.module, epoch)
         if width_on and args.sort_interval and epoch % args.sort_interval == 0:
             perms = sort_channels(model, optimizer=optimizer, ema=ema)
             if distributed:
@@ -373,7 +395,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     # ---------------------------------------------------------------------------------------------- export
     bare = unwrap(model)
-    set_mf_progress(bare, 1.0)  # the schedule ends fully MF; make sure nothing is left multiplicative
+    set_all_mf(bare)  # the schedule ends fully MF; make sure nothing is left multiplicative
     if last_eval is None:  # cannot happen (the last epoch always evaluates) unless no epoch ran
         _recalibrate(bare, data.recal_loader, device)
         last_eval = evaluate(bare, data.eval_loader, device, distributed=distributed, amp_ctx=amp_ctx)
