@@ -250,6 +250,93 @@ def test_input_quantiser_ste_gradient_is_range_mask():
     assert x.grad.tolist() == [0.0, 2.0, 2.0, 2.0, 2.0, 0.0, 0.0]
 
 
+def _plain_formulation(monkeypatch):
+    """Make the quantisers take their plain-op (torch.compile trace) formulation, run eagerly."""
+    from shiftaddaug_plugin.functional import shift as shift_module
+
+    monkeypatch.setattr(shift_module, "_is_compiling", lambda: True)
+
+
+def _edge_inputs(cfg, dtype, seed):
+    """Large enough for the vectorised kernels; in-range values plus the exact bounds, out-of-range, inf, NaN."""
+    lo, hi = cfg.act_min, cfg.act_max
+    base = _rand(5000, scale=2.0 ** (cfg.act_int_bits - 2), seed=seed)
+    special = torch.tensor([lo, hi, -0.0, 0.0, 2.0**-cfg.act_frac_bits / 3, -(2.0**-cfg.act_frac_bits) / 3,
+                            hi + 2.0**-cfg.act_frac_bits / 4, lo - 2.0**-cfg.act_frac_bits / 4, 1e30, -1e30,
+                            float("inf"), float("-inf"), float("nan")], dtype=torch.float64)
+    return base.to(dtype), torch.cat([base, special]).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("rounding, int_bits, frac_bits", [("floor", 16, 16), ("round", 3, 4), ("floor", 20, 12)])
+def test_input_quantiser_fast_and_masked_paths_equal_plain_ste(monkeypatch, dtype, rounding, int_bits, frac_bits):
+    """The autograd Function (in-range fast path and masked path) gives the plain STE formulation's values and
+    gradients exactly: identity inside [act_min, act_max] (bounds compared in the input's dtype), 0 outside, and 0
+    (not NaN) where an out-of-range element receives an inf gradient."""
+    cfg = ShiftQuantConfig(act_int_bits=int_bits, act_frac_bits=frac_bits, act_rounding=rounding)
+    for x in _edge_inputs(cfg, dtype, seed=int_bits + frac_bits):
+        g = torch.randn(x.shape, generator=torch.Generator().manual_seed(5)).to(dtype)
+        outside = ~((x >= cfg.act_min) & (x <= cfg.act_max))
+        g[outside.nonzero()[:1]] = float("inf")  # a non-finite gradient must still be masked to exactly 0
+        results = []
+        for plain in (False, True):
+            with pytest.MonkeyPatch.context() as mp:
+                if plain:
+                    _plain_formulation(mp)
+                leaf = x.clone().requires_grad_()
+                q = quantize_input_fixed_point(leaf, cfg)
+                q.backward(g)
+                results.append((q.detach(), leaf.grad))
+        (q_fast, g_fast), (q_plain, g_plain) = results
+        assert q_fast.dtype == dtype
+        torch.testing.assert_close(q_fast, q_plain, rtol=0, atol=0, equal_nan=True)
+        torch.testing.assert_close(g_fast, g_plain, rtol=0, atol=0, equal_nan=True)
+        torch.testing.assert_close(g_fast, torch.where(outside, torch.zeros_like(g), g), rtol=0, atol=0)
+        finite = torch.isfinite(x)
+        expected = torch.from_numpy(np_input_q(x[finite].double().numpy(), cfg))
+        if dtype == torch.float64:
+            assert torch.equal(q_fast[finite], expected)
+        if not outside.any():  # fast path: the incoming gradient is passed through untouched
+            assert torch.equal(g_fast, g)
+
+
+def test_input_quantiser_gradcheck_float64():
+    """float64 gradcheck of the fixed-point Function: with 51 fraction bits the quantiser is the identity up to
+    2^-51 inside [-2, 2 - 2^-51] and constant outside, so the numerical derivative is exactly the STE's mask."""
+    cfg = ShiftQuantConfig(act_int_bits=2, act_frac_bits=51)
+    inside = (torch.rand(3, 4, generator=torch.Generator().manual_seed(7), dtype=torch.float64) - 0.5) * 3.0
+    mixed = torch.cat([inside.flatten(), torch.tensor([-2.7, 2.6, 3.1, -1.2], dtype=torch.float64)])
+    for x in (inside, mixed):  # fast (all in range) and masked paths
+        assert torch.autograd.gradcheck(lambda t: quantize_input_fixed_point(t, cfg), (x.requires_grad_(),))
+
+
+def test_weight_ste_function_gradcheck_float64():
+    """float64 gradcheck of the masked straight-through Function used by the weight quantiser (value: a clamp,
+    whose true derivative is the STE mask away from the clamp bounds)."""
+    from shiftaddaug_plugin.functional.shift import _MaskedSTE
+
+    w = torch.tensor([-1.7, -0.6, 0.0, 0.3, 0.95, 1.4], dtype=torch.float64, requires_grad=True)
+    fn = lambda t: _MaskedSTE.apply(t, t.detach().clamp(-1.0, 1.0), t.detach().abs() <= 1.0)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (w,))
+
+
+def test_weight_quantiser_matches_plain_ste(monkeypatch):
+    cfg = ShiftQuantConfig(weight_bits=4)
+    w0 = torch.cat([_rand(200, scale=0.7, seed=9), torch.tensor([0.0, -0.0, 1.0, -1.0, 2.5, -3.0, 1e-12])])
+    g = _rand(w0.numel(), seed=10)
+    results = []
+    for plain in (False, True):
+        with pytest.MonkeyPatch.context() as mp:
+            if plain:
+                _plain_formulation(mp)
+            w = w0.clone().requires_grad_()
+            q = round_weight_to_power_of_two(w, cfg)
+            q.backward(g)
+            results.append((q.detach(), w.grad))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    assert torch.equal(results[0][0], torch.from_numpy(np_weight_q(w0.numpy(), cfg)))
+
+
 # ----------------------------------------------------------------------------------------------- float path
 
 

@@ -21,7 +21,11 @@ Conventions (decided here, relied on by the layers and the tests):
   Weights: ``dL/dW = dL/dW_q`` where ``|W| ≤ 2^p_max`` and 0 where ``|W| > 2^p_max`` (saturated). Magnitudes below
   ``2^p_min`` keep their gradient (rounding them to the smallest shift is part of the rounding, and they must be
   able to grow or change sign). Inputs: ``dL/dx = dL/dx_q`` inside ``[-2^(i-1), 2^(i-1) - 2^-f]``, 0 outside.
-  The forward value is *exactly* the quantised value (``q + (x - x.detach())`` adds an exact 0).
+  The forward value is *exactly* the quantised value. Eager calls implement the STE as autograd Functions
+  (``_FixedPointSTE``: ~3 passes over the input forward, and the gradient passed through untouched when no element
+  saturates; ``_MaskedSTE`` for weights); inside a ``torch.compile`` trace the plain ``q + (x - x.detach())``
+  formulation is emitted. The only visible difference between the two: an input ``-0.0`` quantises to ``-0.0``
+  in the Function and to ``+0.0`` in the plain formulation (``-0 + 0 = +0``); the values are equal.
 * **Bias** (DeepShift-Q): when ``quantize_input`` is on, the bias is quantised to the same fixed-point format as
   the input (same STE) and added before the output; in the integer path it enters the accumulator as
   ``B_int << -p_min``. With ``quantize_input`` off the bias is added in float.
@@ -34,7 +38,7 @@ Conventions (decided here, relied on by the layers and the tests):
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence, Union
+from typing import Any, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -163,10 +167,39 @@ def _round_log2_magnitude(magnitude: Tensor) -> Tensor:
     return exp - (mant.to(torch.float64) < _INV_SQRT2).to(exp.dtype)
 
 
+def _is_compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
+
+
 def _ste(quantised: Tensor, source: Tensor, keep_grad: Tensor) -> Tensor:
-    """Value ``quantised`` (exactly), gradient ``d/d source`` = ``keep_grad`` mask (straight-through)."""
+    """Value ``quantised`` (exactly), gradient ``d/d source`` = ``keep_grad`` mask (straight-through).
+
+    Plain-op formulation, used inside an outer ``torch.compile`` trace (the compiler fuses it); eager calls use the
+    equivalent autograd Functions :class:`_MaskedSTE` / :class:`_FixedPointSTE` (fewer passes over the tensor).
+    """
     passthrough = torch.where(keep_grad, source, torch.zeros_like(source))
     return quantised + (passthrough - passthrough.detach())
+
+
+def _masked_grad(grad: Tensor, keep_grad: Tensor) -> Tensor:
+    """``grad`` where ``keep_grad``, exactly 0 elsewhere (also where ``grad`` is inf/NaN: no ``grad * mask``)."""
+    return torch.where(keep_grad, grad, grad.new_zeros(()))
+
+
+class _MaskedSTE(torch.autograd.Function):
+    """Straight-through estimator with a fixed value: forward returns ``quantised``, backward ``g`` masked by
+    ``keep_grad`` (DESIGN §2.1 STE). Same values and gradients as :func:`_ste`, with one backward op."""
+
+    @staticmethod
+    def forward(ctx: Any, source: Tensor, quantised: Tensor, keep_grad: Tensor) -> Tensor:  # noqa: D102
+        ctx.save_for_backward(keep_grad)
+        return quantised
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:  # noqa: D102
+        (keep_grad,) = ctx.saved_tensors
+        return _masked_grad(grad, keep_grad), None, None
 
 
 def round_weight_to_power_of_two(weight: Tensor, config: ShiftQuantConfig | None = None) -> Tensor:
@@ -184,7 +217,8 @@ def round_weight_to_power_of_two(weight: Tensor, config: ShiftQuantConfig | None
         quantised = torch.where(w < 0, -power, power)
         quantised = torch.where(w == 0, torch.zeros_like(power), quantised)
         quantised = torch.where(torch.isnan(w), w, quantised)
-    out = _ste(quantised, w, w.abs() <= 2.0**cfg.p_max)
+        keep_grad = w.abs() <= 2.0**cfg.p_max
+    out = _ste(quantised, w, keep_grad) if _is_compiling() else _MaskedSTE.apply(w, quantised, keep_grad)
     return out.to(weight.dtype)
 
 
@@ -194,20 +228,75 @@ def _fixed_point_scaled(x: Tensor, cfg: ShiftQuantConfig) -> Tensor:
     return torch.floor(scaled) if cfg.act_rounding == "floor" else torch.round(scaled)
 
 
+def _scaled_to_grid_(scaled: Tensor, cfg: ShiftQuantConfig) -> Tensor:
+    """In place: ``scaled ← floor(scaled) · 2^-f`` (``round`` for ``act_rounding='round'``), for ``scaled = x · 2^f``.
+    Both scalings are exact powers of two (``· 2^-f`` equals ``/ 2^f`` bit for bit) while ``|x · 2^f|`` is finite,
+    which the callers guarantee (``|x| ≤ 2^(i-1)``, ``i + f ≤ 53``)."""
+    scaled.floor_() if cfg.act_rounding == "floor" else scaled.round_()
+    return scaled.mul_(2.0**-cfg.act_frac_bits)
+
+
+def _all_in_range(x: Tensor, lo: float, hi: float) -> bool:
+    """``((x >= lo) & (x <= hi)).all()`` from two read-only reductions (``amin`` / ``amax`` propagate NaN, so a NaN
+    makes it False; on CPU they are about 3x faster than ``aminmax``). The bounds are compared in ``x``'s dtype."""
+    if x.numel() == 0:
+        return True
+    return bool((torch.amin(x) >= lo) & (torch.amax(x) <= hi))
+
+
+class _FixedPointSTE(torch.autograd.Function):
+    """Fixed-point quantiser with its straight-through gradient, in as few passes over ``x`` as possible.
+
+    Forward, values identical to ``clamp(floor(x·2^f)/2^f, lo, hi)``:
+
+    * every element in ``[lo, hi]`` (the usual case; read-only ``amin`` / ``amax`` decide): no clamp is needed
+      (``floor`` only moves down, ``lo`` is on the grid) and no mask is kept: the gradient is ``g`` itself;
+    * otherwise: ``c = clamp(x, lo, hi)``, the mask ``c == x`` (exactly ``lo ≤ x ≤ hi``, False for NaN), then
+      ``c`` is moved onto the grid in place. Clamping before flooring gives the same values: ``lo`` and ``hi`` are
+      grid points (in float32 ``hi`` may round up to ``2^(i-1)``, also a grid point).
+
+    Backward: ``g`` where ``lo ≤ x ≤ hi``, 0 elsewhere (DESIGN §2.1 STE), exactly as :func:`_ste`.
+    The bounds are compared in ``x``'s dtype, like the plain formulation.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, cfg: ShiftQuantConfig) -> Tensor:  # noqa: D102
+        lo, hi = cfg.act_min, cfg.act_max
+        if _all_in_range(x, lo, hi):
+            ctx.keep_all = True
+            return _scaled_to_grid_(torch.mul(x, 2.0**cfg.act_frac_bits), cfg)
+        ctx.keep_all = False
+        clamped = torch.clamp(x, lo, hi)
+        ctx.save_for_backward(clamped == x)
+        return _scaled_to_grid_(clamped.mul_(2.0**cfg.act_frac_bits), cfg)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # noqa: D102
+        if ctx.keep_all:
+            return grad, None
+        (keep_grad,) = ctx.saved_tensors
+        return _masked_grad(grad, keep_grad), None
+
+
 def quantize_input_fixed_point(x: Tensor, config: ShiftQuantConfig | None = None) -> Tensor:
     """Fixed-point input quantiser (DESIGN §2.1), straight-through.
 
     ``x_q = clamp(floor(x·2^f)/2^f, -2^(i-1), 2^(i-1) - 2^-f)`` (``round`` instead of ``floor`` when
     ``act_rounding='round'``, ties to even). Gradient: identity inside the representable range, 0 outside.
-    Ignores ``config.quantize_input`` (callers decide whether to quantise).
+    Ignores ``config.quantize_input`` (callers decide whether to quantise). Eager calls run
+    :class:`_FixedPointSTE` (about 3 passes over ``x`` forward, none backward); inside a ``torch.compile`` trace
+    the plain formulation is emitted for the compiler to fuse.
     """
     cfg = _resolve(config)
     dtype = _compute_dtype(x, "input")
     xc = x.to(dtype)
     lo, hi = cfg.act_min, cfg.act_max
-    with torch.no_grad():
-        quantised = (_fixed_point_scaled(xc, cfg) / (2.0**cfg.act_frac_bits)).clamp(lo, hi)
-    out = _ste(quantised, xc, (xc >= lo) & (xc <= hi))
+    if _is_compiling():
+        with torch.no_grad():
+            quantised = (_fixed_point_scaled(xc, cfg) / (2.0**cfg.act_frac_bits)).clamp(lo, hi)
+        out = _ste(quantised, xc, (xc >= lo) & (xc <= hi))
+    else:
+        out = _FixedPointSTE.apply(xc, cfg)
     return out.to(x.dtype)
 
 
