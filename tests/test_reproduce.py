@@ -1,0 +1,197 @@
+"""Machinery of tools/reproduce.py: plan expansion, commands, resume (finished runs skipped, partial runs resumed),
+parallel execution with fake one-shot runs, aggregation (mean / sample std / paired differences) and report writing.
+No training happens here: fake runs are tiny Python subprocesses that write a ``summary.json``."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load() -> Any:
+    spec = importlib.util.spec_from_file_location("reproduce_under_test", REPO / "tools" / "reproduce.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+rp = _load()
+SMALL = rp.BUDGETS["small"]
+
+# fake per-run accuracies: (row, seed) -> top-1; costs per row
+_TOP1 = {("Mult", 0): 80.0, ("Mult", 1): 82.0, ("Shift", 0): 70.0, ("Shift", 1): 73.0,
+         ("ShiftAug", 0): 71.5, ("ShiftAug", 1): 72.0}
+_COST = {"mult": dict(macs=1000, mults=1000, shifts=0, adds=1000, params=10, energy_uj=4.6e-3),
+         "shift": dict(macs=1000, mults=10, shifts=990, adds=1000, params=10, energy_uj=1.1e-3)}
+
+
+def _fake_command(record: Path) -> Any:
+    """command_fn writing a finished summary.json (values from _TOP1) and logging which run executed."""
+
+    def command(spec: Any, budget: Any, runs_dir: Path) -> list[str]:
+        summary = {"status": "finished", "exported_top1": _TOP1[(spec.row, spec.seed)],
+                   "eval_top1": _TOP1[(spec.row, spec.seed)], "export_matches_eval": True, "train_time_s": 0.1,
+                   "cost": _COST[spec.op]}
+        code = ("import json, pathlib, sys; out = pathlib.Path(sys.argv[1]); "
+                "out.joinpath('summary.json').write_text(sys.argv[2]); "
+                "open(sys.argv[3], 'a').write(out.name + '\\n'); print('epoch 1/1: fake'); print('done: fake')")
+        return [sys.executable, "-c", code, str(runs_dir / spec.name), json.dumps(summary), str(record)]
+
+    return command
+
+
+def _plan() -> list[Any]:
+    return rp.expand_plan(["main-mcunet"], SMALL, seeds=[0, 1], rows=["Mult", "Shift", "ShiftAug"])
+
+
+# ------------------------------------------------------------------------------------------------ plan
+def test_plan_expansion_counts_names_and_filters() -> None:
+    full = rp.expand_plan(list(rp.GROUPS), SMALL)
+    per_group = {g: sum(1 for r in full if r.group == g) for g in rp.GROUPS}
+    assert per_group["main-mcunet"] == 6 * len(SMALL.seeds)
+    assert per_group["main-mbv2"] == 6 * len(SMALL.seeds)
+    assert per_group["ablation-aug-dims"] == 2 * len(SMALL.seeds)
+    assert per_group["seg"] == 5 * len(SMALL.seg_seeds)
+    assert len({r.name for r in full}) == len(full)
+    plan = _plan()
+    assert [(r.row, r.seed) for r in plan] == [("Mult", 0), ("Shift", 0), ("ShiftAug", 0), ("Mult", 1),
+                                               ("Shift", 1), ("ShiftAug", 1)]  # seed-major
+    assert {(r.row, r.op, r.aug) for r in plan} == {("Mult", "mult", False), ("Shift", "shift", False),
+                                                   ("ShiftAug", "shift", True)}
+    assert rp.parse_only("main-mcunet, seg") == ["main-mcunet", "seg"]
+    assert rp.parse_only("") == list(rp.GROUPS)
+    with pytest.raises(ValueError, match="unknown experiment group"):
+        rp.parse_only("main-resnet")
+    with pytest.raises(ValueError, match="--rows"):
+        rp.expand_plan(["main-mcunet"], SMALL, rows=["ShiftAugg"])
+
+
+def test_build_command_flags(tmp_path: Path) -> None:
+    plan = {r.row: r for r in rp.expand_plan(["main-mbv2", "ablation-remap", "ablation-aug-dims"], SMALL, seeds=[3])}
+    shift = rp.build_command(plan["Shift"], SMALL, tmp_path)
+    aug = rp.build_command(plan["ShiftAug"], SMALL, tmp_path)
+    assert "--no-aug" in shift and "--no-aug" not in aug
+    assert shift[shift.index("--model") + 1] == "shiftadd_mbv2_tiny"
+    assert shift[shift.index("--seed") + 1] == "3" and shift[shift.index("--epochs") + 1] == str(SMALL.epochs)
+    i = aug.index("--aug-width-mult-list")
+    assert aug[i + 1:i + 4] == ["1.0", "1.8", "2.6"]  # MBV2-Tiny NetAug list
+    remap = rp.build_command(plan["AddAug+remap"], SMALL, tmp_path)
+    assert "op=adder" in remap and "convert_kwargs={'remap':True}" in remap
+    width_only = rp.build_command(plan["ShiftAug width-only"], SMALL, tmp_path)
+    # the ablation's override comes after the preset flag, so argparse keeps it
+    assert width_only[-2:] == ["--aug-expand-list", "1.0"]
+    # same recipe for every row: only operator / augmentation / ablation flags differ
+    strip = {"--no-aug", "op=shift"}
+    assert [a for a in shift if a not in strip and "mbv2tiny_" not in a] == \
+        [a for a in aug if a not in strip and "mbv2tiny_" not in a]
+    # a partial run (checkpoint, no finished summary) resumes
+    (tmp_path / plan["Shift"].name).mkdir()
+    (tmp_path / plan["Shift"].name / "last.pth.tar").write_bytes(b"x")
+    assert rp.run_status(plan["Shift"], tmp_path) == "partial"
+    resumed = rp.build_command(plan["Shift"], SMALL, tmp_path)
+    assert resumed[-2:] == ["--resume", str(tmp_path / plan["Shift"].name / "last.pth.tar")]
+
+
+def test_seg_command_baseline_and_status(tmp_path: Path) -> None:
+    seg = {r.row: r for r in rp.expand_plan(["seg"], SMALL)}
+    direct = rp.build_command(seg["Add"], SMALL, tmp_path)
+    aug = rp.build_command(seg["AddAug"], SMALL, tmp_path)
+    assert "model.convert_cfg.op=adder" in direct and "model.convert_cfg.op=adder" in aug
+    assert "model.alpha=0.0" in direct and "model.alpha=0.0" not in aug
+    assert f"train_cfg.max_iters={SMALL.seg_iters}" in aug
+    assert rp.run_status(seg["Add"], tmp_path) == "new"
+    out = tmp_path / seg["Add"].name / "20260101_000000" / "vis_data"
+    out.mkdir(parents=True)
+    out.joinpath("scalars.json").write_text('{"loss": 1.0, "step": 10}\n{"aAcc": 90.0, "mIoU": 41.5, "step": 300}\n')
+    rp._finalize(seg["Add"], tmp_path, 0)
+    assert rp.run_status(seg["Add"], tmp_path) == "finished"
+    assert rp.collect_results([seg["Add"]], tmp_path)[0]["metric"] == pytest.approx(41.5)
+
+
+# ------------------------------------------------------------------------------------------------ execution
+def test_execute_skips_finished_runs_and_resumes(tmp_path: Path) -> None:
+    plan = _plan()
+    runs = tmp_path / "runs"
+    record = tmp_path / "executed.txt"
+    # one run finished beforehand (e.g. by an interrupted earlier invocation), one interrupted mid-way
+    done_dir = runs / plan[0].name
+    done_dir.mkdir(parents=True)
+    done_dir.joinpath("summary.json").write_text(json.dumps({"status": "finished", "exported_top1": 80.0,
+                                                             "cost": _COST["mult"]}))
+    interrupted = runs / plan[1].name
+    interrupted.mkdir()
+    interrupted.joinpath("summary.json").write_text(json.dumps({"status": "interrupted"}))
+    lines: list[str] = []
+    out = rp.execute_plan(plan, SMALL, runs, jobs=2, command_fn=_fake_command(record), log=lines.append,
+                          poll_s=0.02)
+    executed = record.read_text().split()
+    assert sorted(executed) == sorted(r.name for r in plan[1:])  # the finished one was skipped
+    assert out["skipped"] == 1 and out["ran"] == len(plan) - 1 and out["failed"] == []
+    assert all(rp.run_status(r, runs) == "finished" for r in plan)
+    assert any("start" in line for line in lines) and any("epoch 1/1: fake" in line for line in lines)
+    assert (runs / plan[1].name / "stdout.log").read_text().count("done: fake") == 1
+    # second invocation: nothing left to do
+    again = rp.execute_plan(plan, SMALL, runs, jobs=2, command_fn=_fake_command(record), log=lambda s: None,
+                            poll_s=0.02)
+    assert again["ran"] == 0 and record.read_text().split() == executed
+
+
+def test_execute_reports_failures(tmp_path: Path) -> None:
+    plan = _plan()[:1]
+
+    def failing(spec: Any, budget: Any, runs_dir: Path) -> list[str]:
+        return [sys.executable, "-c", "import sys; print('boom'); sys.exit(5)"]
+
+    out = rp.execute_plan(plan, SMALL, tmp_path, jobs=1, command_fn=failing, log=lambda s: None, poll_s=0.02)
+    assert out["failed"] == [plan[0].name]
+    assert rp.run_status(plan[0], tmp_path) == "new"
+    with pytest.raises(ValueError, match="--jobs"):
+        rp.execute_plan(plan, SMALL, tmp_path, jobs=0)
+
+
+# ------------------------------------------------------------------------------------------------ reports
+def test_reports_statistics_and_files(tmp_path: Path) -> None:
+    plan = _plan()
+    runs = tmp_path / "runs"
+    rp.execute_plan(plan, SMALL, runs, jobs=2, command_fn=_fake_command(tmp_path / "rec.txt"),
+                    log=lambda s: None, poll_s=0.02)
+    payload = rp.write_reports(plan, runs, tmp_path, "small", plot=True)
+    rows = {r["row"]: r for r in payload["rows"]}
+    for label in ("Mult", "Shift", "ShiftAug"):
+        values = [_TOP1[(label, s)] for s in (0, 1)]
+        assert rows[label]["values"] == values
+        assert rows[label]["mean"] == pytest.approx(statistics.fmean(values))
+        assert rows[label]["std"] == pytest.approx(statistics.stdev(values))
+    assert rows["Shift"]["mults"] == 10 and rows["Mult"]["energy_uj"] == pytest.approx(4.6e-3)
+    diff = next(d for d in payload["paired_differences"] if d["a"] == "ShiftAug")
+    assert diff["diffs"] == pytest.approx([1.5, -1.0]) and diff["wins"] == 1
+    assert diff["mean"] == pytest.approx(0.25)
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["meta"]["finished_runs"] == len(plan) and len(on_disk["runs"]) == len(plan)
+    md = (tmp_path / "results.md").read_text()
+    assert "| Shift | 71.50 ± 2.12 | 2 |" in md
+    assert "| main-mcunet | ShiftAug - Shift | +0.25 |" in md
+    png = tmp_path / "accuracy_energy.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reports_skip_unfinished_runs(tmp_path: Path) -> None:
+    plan = _plan()
+    (tmp_path / "runs" / plan[0].name).mkdir(parents=True)
+    (tmp_path / "runs" / plan[0].name / "summary.json").write_text(json.dumps(
+        {"status": "finished", "exported_top1": 80.0, "cost": _COST["mult"]}))
+    (tmp_path / "runs" / plan[1].name).mkdir()
+    (tmp_path / "runs" / plan[1].name / "summary.json").write_text(json.dumps({"status": "interrupted"}))
+    payload = rp.write_reports(plan, tmp_path / "runs", tmp_path, "small", plot=False)
+    assert [r["row"] for r in payload["rows"]] == ["Mult"] and payload["rows"][0]["std"] == 0.0
+    assert payload["paired_differences"] == []
+    assert not (tmp_path / "accuracy_energy.png").exists()
