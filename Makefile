@@ -47,7 +47,10 @@ test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: setup
-	$(PY) benchmarks/ops.py
+	$(PY) benchmarks/ops.py --json benchmarks/results/ops.json
+	$(PY) benchmarks/hybrid.py
+	$(PY) benchmarks/train_step.py
+	$(PY) benchmarks/integer_inference.py
 
 demo: setup
 	$(PY) tools/demo.py
