@@ -9,13 +9,13 @@ multiplication-free target: it loads into the same config built with ``model.dep
 from __future__ import annotations
 
 import dataclasses
-import os
 import os.path as osp
-import tempfile
 from typing import Any, Mapping
 
 import torch
 from torch import nn
+
+from ..atomic import atomic_write
 
 __all__ = ["EXPORT_FORMAT", "export_checkpoint_path", "export_parts", "exported_checkpoint", "save_exported",
            "load_exported", "is_exported_checkpoint", "build_deploy_model"]
@@ -75,16 +75,7 @@ def save_exported(model: nn.Module, path: str, **kwargs: Any) -> str | None:
     if not is_main_process():
         return None
     checkpoint = exported_checkpoint(model, **kwargs)
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-export-", suffix=".pth", dir=folder)
-    os.close(fd)
-    try:
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda handle: torch.save(checkpoint, handle))
     return path
 
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..atomic import atomic_write_text
+
 __all__ = [
     "NAS_OPS",
     "BlockArch",
@@ -232,11 +234,7 @@ class Arch:
         """JSON text (written to ``path`` when given); ``extra`` keys (e.g. search metadata) are added."""
         text = json.dumps({**self.to_dict(), **extra}, indent=2)
         if path is not None:
-            out = Path(path)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_name(out.name + ".tmp")
-            tmp.write_text(text + "\n")
-            os.replace(tmp, out)
+            atomic_write_text(text + "\n", path)
         return text
 
     @classmethod

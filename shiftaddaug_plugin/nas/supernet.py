@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..atomic import atomic_write
 from .space import Arch, SearchSpace
 
 __all__ = [
@@ -392,16 +393,10 @@ def train_supernet(
 # ================================================================================================ checkpoints
 def save_supernet(supernet: Supernet, path: str, **meta: Any) -> None:
     """Atomic checkpoint loadable with ``torch.load(weights_only=True)`` (tensors + plain Python types only)."""
-    import os
-
     payload = {"state_dict": supernet.state_dict(), "space": supernet.space.to_dict(),
                "num_classes": supernet.num_classes, "in_chans": supernet.in_chans,
                "kernel_transform": supernet.kernel_transform, "meta": dict(meta)}
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = path + ".tmp"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
 def load_supernet(path: str, map_location: str | torch.device = "cpu") -> tuple[Supernet, dict[str, Any]]:

@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 from torch import nn
+
+from ..atomic import atomic_write, atomic_write_text
 
 __all__ = [
     "atomic_save", "atomic_write_text", "to_plain", "load_checkpoint", "capture_rng_state", "restore_rng_state",
@@ -31,12 +32,6 @@ EXPORTED_WEIGHTS = "exported_target.pth"
 EXPORTED_META = "exported_target.json"
 _PLAIN = (str, int, float, bool, type(None))
 
-
-def _umask_mode() -> int:
-    """``0o666`` minus the process umask: what ``open()`` would give a new file (mkstemp makes them ``0o600``)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
 
 
 def to_plain(obj: Any, path: str = "checkpoint") -> Any:
@@ -65,55 +60,11 @@ def to_plain(obj: Any, path: str = "checkpoint") -> Any:
                     "tensors / plain Python types")
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
 
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
     """``torch.save(to_plain(obj), path)`` through a temporary file + ``os.replace`` (never a partial file)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     plain = to_plain(obj)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(plain, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(target.parent)
-
-
-def atomic_write_text(text: str, path: str | os.PathLike[str]) -> None:
-    """Write a text file atomically (temporary file + ``os.replace``)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda handle: torch.save(plain, handle))
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
