@@ -84,6 +84,13 @@ class ConvertConfig:
             ``eta`` for adder; both for shiftadd).
         remap: heterogeneous weight sharing (eq. 5) for adder/shiftadd layers: ``None`` (off), ``True``, a dict of
             ``WeightRemap`` keyword arguments.
+        adder_init_std: AdderNet initialisation of the adder-only weights: at conversion the target block
+            ``W[:O_t, :I_t]`` of every ``'adder'`` layer (the ``adder_weight`` of ``'shiftadd'`` layers) is redrawn
+            from ``N(0, adder_init_std**2)``. AdderNet initialises adder filters with ``N(0, 1)``: they are compared
+            with batch-normalised activations by ``|x - w|``, so they must live on the activations' scale. A conv's
+            Kaiming weights (std ~ 1/sqrt(fan_in), 0.03-0.1 here) make every filter compute almost the same
+            ``-sum |x|``; trained from there, our adder networks stayed at chance for 120 updates (results/). ``None``
+            keeps the copied conv weights (e.g. to convert a network whose adder weights were trained already).
         divisor: widened channel counts are multiples of this (``make_divisible``).
     """
 
@@ -95,6 +102,7 @@ class ConvertConfig:
     keep_classifier_mult: bool = False
     op_kwargs: dict[str, Any] = field(default_factory=dict)
     remap: bool | Mapping[str, Any] | None = None
+    adder_init_std: float | None = 1.0
     divisor: int = 8
 
     def __post_init__(self) -> None:
@@ -135,6 +143,14 @@ class ConvertConfig:
                             f"{type(self.remap).__name__} (layers get their own WeightRemap each)")
         if isinstance(self.remap, Mapping):
             self.remap = dict(self.remap)
+        if self.adder_init_std is not None and (
+            isinstance(self.adder_init_std, bool) or not isinstance(self.adder_init_std, (int, float))
+            or not (math.isfinite(float(self.adder_init_std)) and self.adder_init_std > 0)
+        ):
+            raise ValueError(f"ConvertConfig.adder_init_std must be a positive finite number (AdderNet: 1.0) or None "
+                             f"(keep the copied conv weights), got {self.adder_init_std!r}")
+        if self.adder_init_std is not None:
+            self.adder_init_std = float(self.adder_init_std)
         if isinstance(self.divisor, bool) or not isinstance(self.divisor, int) or self.divisor < 1:
             raise ValueError(f"ConvertConfig.divisor must be a positive int, got {self.divisor!r}")
 

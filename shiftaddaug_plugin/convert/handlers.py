@@ -8,8 +8,10 @@ instead of being converted silently.
 
 Initialisation of a widened layer: the whole max-width tensor is initialised like a freshly built dense layer
 (conv: Kaiming normal, fan-out, ReLU gain, as timm/torchvision MobileNets; linear: ``nn.Linear``'s default), then
-the pretrained dense tensor is copied into the leading (target) slice. Augmented BN slices: weight 1, bias 0,
-running mean 0, running var 1.
+the pretrained dense tensor is copied into the leading (target) slice. Adder-only weights (the target block of
+``'adder'`` layers, ``adder_weight`` of ``'shiftadd'`` layers) are then redrawn from ``N(0, adder_init_std**2)``
+(AdderNet's initialisation, ``ConvertConfig.adder_init_std``) unless that is ``None``. Augmented BN slices:
+weight 1, bias 0, running mean 0, running var 1.
 """
 from __future__ import annotations
 
@@ -72,8 +74,25 @@ def _build_conv(old: nn.Module, layer: "LayerPlan", plan: "ConversionPlan") -> n
         if old.bias is not None:
             new.bias.zero_()
             new.bias[: layer.target_out].copy_(old.bias)
+        if cfg.adder_init_std is not None:
+            _addernet_init(new, layer, cfg.adder_init_std)
     _copy_grad_flags(old, new, ("weight", "bias"))
     return new.train(old.training)
+
+
+def _addernet_init(new: nn.Module, layer: "LayerPlan", std: float) -> None:
+    """Redraw the weights only the adder reads from ``N(0, std**2)`` (AdderNet's initialisation).
+
+    In eq. 4 the target block ``W[:O_t, :I_t]`` (depthwise: ``W[:C_t]``) feeds only the target operator; the
+    multiplicative parts read ``W[:O_t, I_t:]`` and ``W[O_t:, :]``, so redrawing it leaves them untouched.
+    """
+    if layer.op == "adder":
+        if layer.kind == "dwconv":
+            new.weight[: layer.target_out].normal_(0.0, std)
+        else:
+            new.weight[: layer.target_out, : layer.target_in].normal_(0.0, std)
+    elif layer.op == "shiftadd" and getattr(new, "adder_weight", None) is not None:
+        new.adder_weight.normal_(0.0, std)
 
 
 def _build_linear(old: nn.Module, layer: "LayerPlan", plan: "ConversionPlan") -> nn.Module:

@@ -240,13 +240,37 @@ class _CompileFallback(Exception):
     """Internal: compilation failed under ``auto``; the caller switches to the eager path."""
 
 
+#: Positions of the arguments whose dim 0 is the batch, per compiled kernel. They are marked dynamic so that one
+#: compilation per layer geometry serves every batch size (training, the last partial batch, evaluation, BN
+#: recalibration); with static batch sizes a tiny adder network recompiled every layer for each new batch size
+#: (minutes per process). Weights are never marked: their dim 0 is the fixed output-channel count.
+_BATCH_ARGS: Dict[str, Tuple[int, ...]] = {
+    "taps": (0,),               # forward_taps(xp, weight, ...)
+    "forward_tap": (0, 1),      # forward_tap_accumulate(acc, xt, wt, groups)
+    "gather": (0, 2),           # input_grad_gather(x, weight, grad, ...)
+    "input_grad_tap": (0, 1, 2),  # input_grad_tap_accumulate(acc, xt, gt, wt, groups, exact)
+}
+
+
+def _mark_batch_dynamic(name: str, args: tuple) -> None:
+    mark = getattr(torch._dynamo, "maybe_mark_dynamic", None)
+    if mark is None:  # older torch: static shapes (still correct, only recompiles per batch size)
+        return
+    for index in _BATCH_ARGS.get(name, ()):
+        tensor = args[index]
+        if isinstance(tensor, Tensor) and tensor.dim() > 0:
+            mark(tensor, 0)
+
+
 def _call_compiled(name: str, fn: Callable[..., Any], args: tuple, backend: str) -> Any:
-    """Run ``fn`` compiled; on failure raise RuntimeError (``compiled``) or warn once and raise
-    :class:`_CompileFallback` (``auto``)."""
+    """Run ``fn`` compiled (batch dimension dynamic, see ``_BATCH_ARGS``); on failure raise RuntimeError
+    (``compiled``) or warn once and raise :class:`_CompileFallback` (``auto``)."""
     global _compile_failure
     try:
+        import torch._dynamo
         import torch._dynamo.config as dynamo_config
 
+        _mark_batch_dynamic(name, args)
         with dynamo_config.patch(fail_on_recompile_limit_hit=True):
             return _compiled(name, fn)(*args)
     except Exception as exc:  # compiler missing / broken toolchain / recompile limit: fall back or raise

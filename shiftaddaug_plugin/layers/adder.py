@@ -27,7 +27,9 @@ class AdderConv2d(nn.Conv2d):
     Must be followed by BatchNorm: adder outputs are all negative with a large, input-dependent magnitude;
     without normalisation training stays at chance (AdderNet §3.3, DESIGN.md §2.2).
 
-    Differences from ``nn.Conv2d``: ``bias`` defaults to False (the bias, if any, is added after the adder sum);
+    Differences from ``nn.Conv2d``: weights are initialised from ``N(0, 1)`` as in AdderNet (filters are compared
+    with batch-normalised activations, so they live on the activations' scale; Kaiming-scale weights make all
+    filters compute nearly the same ``-sum |x|``), ``from_float`` copies the given weights unchanged; ``bias`` defaults to False (the bias, if any, is added after the adder sum);
     the keyword-only ``eta`` sets the adaptive gradient scaling; ``padding='same'`` and non-zero padding modes
     are applied by padding the input explicitly (only ``'zeros'`` means "padding counts as x = 0").
     """
@@ -41,6 +43,12 @@ class AdderConv2d(nn.Conv2d):
                          dilation=dilation, groups=groups, bias=bias, padding_mode=padding_mode, device=device,
                          dtype=dtype)
         self.eta = float(eta)
+
+    def reset_parameters(self) -> None:
+        """AdderNet initialisation: ``weight ~ N(0, 1)``, bias (if any) zero."""
+        nn.init.normal_(self.weight, 0.0, 1.0)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
 
     @classmethod
     def from_float(cls, module: nn.Conv2d, *, eta: float = 0.2) -> "AdderConv2d":

@@ -183,7 +183,7 @@ class HybridConv2d(nn.Conv2d):
             g_t = self._target_out if depthwise else 1
             self.adder_weight = nn.Parameter(torch.empty(
                 (self._target_out, self._target_out // g_t, *self.kernel_size), device=device, dtype=dtype))
-            nn.init.kaiming_uniform_(self.adder_weight, a=math.sqrt(5))
+            nn.init.normal_(self.adder_weight, 0.0, 1.0)  # AdderNet initialisation (see ConvertConfig.adder_init_std)
         else:
             self.register_parameter("adder_weight", None)
         self.remap: WeightRemap | PiecewiseRemap | None
