@@ -195,3 +195,20 @@ def test_reports_skip_unfinished_runs(tmp_path: Path) -> None:
     assert [r["row"] for r in payload["rows"]] == ["Mult"] and payload["rows"][0]["std"] == 0.0
     assert payload["paired_differences"] == []
     assert not (tmp_path / "accuracy_energy.png").exists()
+
+
+def test_ablation_rows_pair_with_main_rows_of_the_same_model() -> None:
+    """An ablation row (own group) is compared with the main table's row of the same model and seed only."""
+    def rec(group: str, model: str, row: str, seed: int, metric: float) -> dict[str, Any]:
+        return {"group": group, "model": model, "row": row, "seed": seed, "metric": metric}
+
+    records = [rec("main-mcunet", "shiftadd_mcunet", "AddAug", 0, 50.0),
+               rec("main-mcunet", "shiftadd_mcunet", "AddAug", 1, 52.0),
+               rec("ablation-remap", "shiftadd_mcunet", "AddAug+remap", 0, 53.0),
+               rec("ablation-remap", "shiftadd_mcunet", "AddAug+remap", 2, 99.0),  # no partner for seed 2
+               rec("main-mbv2", "shiftadd_mbv2_tiny", "AddAug", 0, 10.0)]       # other model: never paired
+    diffs = rp.paired_differences(records)
+    assert len(diffs) == 1
+    d = diffs[0]
+    assert (d["group"], d["model"], d["a"], d["b"]) == ("ablation-remap", "shiftadd_mcunet", "AddAug+remap", "AddAug")
+    assert d["seeds"] == [0] and d["diffs"] == [3.0] and d["wins"] == 1

@@ -71,7 +71,7 @@ SEG_CONFIG = REPO / "configs" / "mmseg" / "shiftaddaug_mobilenet-v2-tiny_fcn_1xb
 DEFAULT_RESULTS = REPO / "results"
 
 __all__ = [
-    "BUDGETS", "GROUPS", "Budget", "RunSpec", "expand_plan", "run_status", "build_command", "execute_plan",
+    "BUDGETS", "GROUPS", "PAIRS", "Budget", "RunSpec", "expand_plan", "run_status", "build_command", "execute_plan",
     "collect_results", "aggregate", "format_markdown", "write_reports", "main",
 ]
 
@@ -445,21 +445,33 @@ def aggregate(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def paired_differences(records: Sequence[dict[str, Any]], pairs: Sequence[tuple[str, str]] = (
-        ("ShiftAug", "Shift"), ("AddAug", "Add"), ("NetAug", "Mult"))) -> list[dict[str, Any]]:
-    """``a - b`` per seed (same seed = same data subset and initial RNG) for each (a, b) row pair of each main
-    group: mean, std, and how many seeds ``a`` won."""
+#: (a, b) row pairs reported as paired differences ``a - b``: the paper's claims, then each ablation against the
+#: main-table row it switches one thing off in (same model, same seeds, same recipe).
+PAIRS: tuple[tuple[str, str], ...] = (
+    ("NetAug", "Mult"), ("ShiftAug", "Shift"), ("AddAug", "Add"),
+    ("AddAug+remap", "AddAug"),
+    ("ShiftAug+block-variant", "ShiftAug"), ("AddAug+block-variant", "AddAug"),
+    ("ShiftAug width-only", "ShiftAug"), ("ShiftAug expand-only", "ShiftAug"),
+)
+
+
+def paired_differences(records: Sequence[dict[str, Any]],
+                       pairs: Sequence[tuple[str, str]] = PAIRS) -> list[dict[str, Any]]:
+    """``a - b`` per seed (same seed = same data subset and initial RNG) for each (a, b) row pair and model: mean,
+    std, and how many seeds ``a`` won. ``group`` is the group of row ``a`` (an ablation row is compared with the
+    main table's row of the same model)."""
     out: list[dict[str, Any]] = []
-    groups = list(dict.fromkeys(r["group"] for r in records))
-    for group in groups:
-        by = {(r["row"], r["seed"]): r["metric"] for r in records if r["group"] == group}
+    metric = {(r["model"], r["row"], r["seed"]): r["metric"] for r in records}
+    group_of = {(r["model"], r["row"]): r["group"] for r in records}
+    for model in dict.fromkeys(r["model"] for r in records):
         for a, b in pairs:
-            seeds = sorted(s for (row, s) in by if row == a and (b, s) in by)
+            seeds = sorted(s for (m, row, s) in metric if m == model and row == a and (model, b, s) in metric)
             if not seeds:
                 continue
-            diffs = [by[(a, s)] - by[(b, s)] for s in seeds]
-            out.append({"group": group, "a": a, "b": b, "seeds": seeds, "diffs": diffs,
-                        "mean": statistics.fmean(diffs), "std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
+            diffs = [metric[(model, a, s)] - metric[(model, b, s)] for s in seeds]
+            out.append({"group": group_of[(model, a)], "model": model, "a": a, "b": b, "seeds": seeds,
+                        "diffs": diffs, "mean": statistics.fmean(diffs),
+                        "std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
                         "wins": sum(d > 0 for d in diffs)})
     return out
 
