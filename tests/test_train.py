@@ -152,6 +152,38 @@ def test_resume_continues_and_equals_uninterrupted_run(full_run: tuple[dict, Pat
 
 
 @needs_fmnist
+def test_remap_fc_is_pretrained_then_frozen_and_kept_out_of_the_optimizer(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """DESIGN §2.5: eq. 5's FC is pre-trained, then frozen for augmented training (jointly trained with SGD it
+    blew the adder weights up: loss 1e5 within an epoch)."""
+    from shiftaddaug_plugin.functional.adder import BACKEND_ENV
+    from shiftaddaug_plugin.train.checkpoint import load_checkpoint
+
+    monkeypatch.setenv(BACKEND_ENV, "eager")  # tiny shapes: compiling ~30 adder kernels would dominate the test
+
+    argv = [*TINY, "--model-kwargs", "op=adder", "width_mult=0.25", "convert_kwargs={'remap':True}",
+            "--remap-pretrain-steps", "3", "--output", str(tmp_path), "--experiment", "remap"]
+    first = _run([*argv, "--stop-after-epochs", "1"])
+    assert first["status"] == "interrupted"
+    log = (tmp_path / "remap" / "log.txt").read_text()
+    assert "pre-trained the FC of" in log and "for 3 steps" in log
+    ckpt = load_checkpoint(tmp_path / "remap" / "last.pth.tar")
+    fc_keys = [k for k in ckpt["state_dict"] if ".remap." in k and k.endswith("fc.weight")]
+    flags = [k for k in ckpt["state_dict"] if k.endswith("remap.frozen_flag")]
+    assert fc_keys and flags and all(bool(ckpt["state_dict"][k]) for k in flags)
+    n_trainable = sum(1 for k in ckpt["state_dict"] if k.endswith((".weight", ".bias")) and ".remap." not in k
+                      and "running" not in k)
+    n_opt = sum(len(g["params"]) for g in ckpt["optimizer"]["param_groups"])
+    assert n_opt == n_trainable  # remap FC parameters are not optimised
+    second = _run([*TINY, "--model-kwargs", "op=adder", "width_mult=0.25", "convert_kwargs={'remap':True}",
+                   "--resume", str(tmp_path / "remap" / "last.pth.tar")])
+    assert second["status"] == "finished" and second["exported_top1"] == second["eval_top1"]
+    final = load_checkpoint(tmp_path / "remap" / "last.pth.tar")
+    for key in fc_keys:  # frozen: unchanged by the second epoch
+        torch.testing.assert_close(final["state_dict"][key], ckpt["state_dict"][key], rtol=0, atol=0)
+
+
+@needs_fmnist
 def test_baseline_with_ema_and_block_variant_run(tmp_path: Path) -> None:
     base = _run([*TINY, "--no-aug", "--model-ema", "--model-ema-decay", "0.9", "--output", str(tmp_path),
                  "--experiment", "base"])

@@ -131,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="block-variant schedule (DESIGN §2.6): 'linear' turns target layers MF shallow -> deep")
     g.add_argument("--block-variant-end", type=float, default=0.5,
                    help="fraction of the epochs at which block-variant training has made every layer MF")
+    g.add_argument("--remap-pretrain-steps", type=int, default=50,
+                   help="heterogeneous weight sharing (eq. 5, model kwarg convert_kwargs={'remap': True}): Adam steps "
+                        "pre-training each remap's FC on the target loss before training, after which the remaps are "
+                        "frozen (DESIGN §2.5; 0 = freeze at the identity FC). Ignored without remapped layers")
+    g.add_argument("--remap-pretrain-lr", type=float, default=1e-3, help="Adam learning rate of the remap pre-training")
     g.add_argument("--bn-recal-images", type=int, default=2000,
                    help="training images for BN recalibration before every evaluation and export (default 2000)")
     g.add_argument("--no-aug", action="store_true",

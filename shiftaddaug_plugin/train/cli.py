@@ -211,6 +211,38 @@ def _output_dir(args: argparse.Namespace) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------- run
+def _prepare_remaps(model: torch.nn.Module, args: argparse.Namespace, loader: Any, *,
+                    resuming: bool, distributed: bool, log: Callable[[str], None]) -> None:
+    """Eq. 5's ``FC`` is pre-trained, then frozen for augmented training (DESIGN §2.5); before the optimizer exists,
+    so that frozen remap parameters never enter it. Trained jointly with SGD instead, the FC maps (one scalar per
+    pointwise layer, fed by thousands of filters' adder gradients) blew the adder weights up within an epoch
+    (loss 1e5). On resume the checkpoint's remaps are frozen already: freeze the fresh ones to match."""
+    from shiftaddaug_plugin.sharing.remap import pretrain_remap, remap_modules
+
+    layers = remap_modules(model)
+    remaps = list({id(m.remap): m.remap for m in layers}.values())
+    if not remaps or all(r.frozen for r in remaps):
+        return
+    if args.remap_pretrain_steps < 0:
+        raise ValueError(f"--remap-pretrain-steps must be >= 0, got {args.remap_pretrain_steps}")
+    if resuming or args.remap_pretrain_steps == 0 or not any(True for r in remaps for _ in r.parameters()):
+        for r in remaps:
+            r.freeze()
+        log(f"remap: {len(layers)} remapped adder layers, FC frozen "
+            f"({'resuming' if resuming else 'no pre-training'})")
+        return
+
+    t0 = time.perf_counter()
+    losses = pretrain_remap(model, loader, lambda out, y: torch.nn.functional.cross_entropy(out, y),
+                            steps=args.remap_pretrain_steps, lr=args.remap_pretrain_lr)
+    if distributed:  # ranks saw different batches: adopt rank 0's maps
+        for r in remaps:
+            for p in r.parameters():
+                torch.distributed.broadcast(p.data, 0)
+    log(f"remap: pre-trained the FC of {len(layers)} remapped adder layers for {len(losses)} steps "
+        f"(loss {losses[0]:.4f} -> {losses[-1]:.4f}, {time.perf_counter() - t0:.1f}s), then froze them")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Train, evaluate, export; returns the final summary (also written to ``summary.json``)."""
     from timm.optim import create_optimizer_v2
@@ -246,6 +278,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     bv_schedule = (BlockVariantSchedule(model, start=0, end=args.block_variant_end * args.epochs, unit="epoch")
                    if args.block_variant == "linear" else None)
 
+    _prepare_remaps(model, args, data.train_loader, resuming=bool(args.resume), distributed=distributed,
+                    log=log)
     optimizer = create_optimizer_v2(model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay,
                                     momentum=args.momentum, filter_bias_and_bn=True,
                                     **({"eps": args.opt_eps} if args.opt_eps is not None else {}))
