@@ -547,7 +547,8 @@ def write_reports(plan: Sequence[RunSpec], runs_dir: Path, results_dir: Path, bu
     (results_dir / "results.md").write_text(format_markdown(rows, diffs, meta) + "\n")
     points = [{"name": f"{r['row']} ({_SHORT_MODEL.get(r['model'], r['model'])})", "accuracy": r["mean"],
                "energy": r["energy_uj"], "group": r["model"]}
-              for r in rows if r["metric_name"] == "top1" and r.get("energy_uj") is not None]
+              for r in rows if r["metric_name"] == "top1" and r.get("energy_uj") is not None
+              and r["group"].startswith("main-")]  # ablation rows share their main row's cost: tables only
     if plot and points:
         from shiftaddaug_plugin.cost import plot_pareto
 
