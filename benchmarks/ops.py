@@ -38,6 +38,9 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling _timing module
+
+from _timing import fwd_bwd_step  # noqa: E402
 from shiftaddaug_plugin.functional import adder as adder_functional  # noqa: E402
 from shiftaddaug_plugin.layers.adder import AdderConv2d  # noqa: E402
 
@@ -110,16 +113,6 @@ def _load_shift_conv() -> Optional[type]:
     return ShiftConv2d
 
 
-def _fwd_bwd(module: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> Callable[[], None]:
-    def step() -> None:
-        x.grad = None
-        for p in module.parameters():
-            p.grad = None
-        module(x).backward(grad)
-
-    return step
-
-
 def peak_extra_mb(step: Callable[[], None]) -> float:
     """Peak live c10-allocator bytes during ``step()`` above the level at its start (profiler memory events)."""
     from torch.profiler import ProfilerActivity, profile
@@ -154,7 +147,7 @@ def bench_shape(shape: LayerShape, batch: int, size: int, repeats: int, shift_cl
     with torch.no_grad():
         out_shape = conv(x).shape
     grad = torch.randn(out_shape)
-    steps = {name: _fwd_bwd(m, x, grad) for name, m in ops.items()}
+    steps = {name: fwd_bwd_step(m, x, grad) for name, m in ops.items()}
 
     start = time.perf_counter()
     steps["adder"]()  # compiles + autotunes this shape

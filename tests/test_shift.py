@@ -257,6 +257,17 @@ def _plain_formulation(monkeypatch):
     monkeypatch.setattr(shift_module, "_is_compiling", lambda: True)
 
 
+def _fast_and_plain(run):
+    """``[run() on the fast formulation, run() on the plain-op formulation]`` (quantiser equivalence tests)."""
+    results = []
+    for plain in (False, True):
+        with pytest.MonkeyPatch.context() as mp:
+            if plain:
+                _plain_formulation(mp)
+            results.append(run())
+    return results
+
+
 def _edge_inputs(cfg, dtype, seed):
     """Large enough for the vectorised kernels; in-range values plus the exact bounds, out-of-range, inf, NaN."""
     lo, hi = cfg.act_min, cfg.act_max
@@ -278,16 +289,13 @@ def test_input_quantiser_fast_and_masked_paths_equal_plain_ste(monkeypatch, dtyp
         g = torch.randn(x.shape, generator=torch.Generator().manual_seed(5)).to(dtype)
         outside = ~((x >= cfg.act_min) & (x <= cfg.act_max))
         g[outside.nonzero()[:1]] = float("inf")  # a non-finite gradient must still be masked to exactly 0
-        results = []
-        for plain in (False, True):
-            with pytest.MonkeyPatch.context() as mp:
-                if plain:
-                    _plain_formulation(mp)
-                leaf = x.clone().requires_grad_()
-                q = quantize_input_fixed_point(leaf, cfg)
-                q.backward(g)
-                results.append((q.detach(), leaf.grad))
-        (q_fast, g_fast), (q_plain, g_plain) = results
+        def run(x=x, g=g, cfg=cfg):
+            leaf = x.clone().requires_grad_()
+            q = quantize_input_fixed_point(leaf, cfg)
+            q.backward(g)
+            return q.detach(), leaf.grad
+
+        (q_fast, g_fast), (q_plain, g_plain) = _fast_and_plain(run)
         assert q_fast.dtype == dtype
         torch.testing.assert_close(q_fast, q_plain, rtol=0, atol=0, equal_nan=True)
         torch.testing.assert_close(g_fast, g_plain, rtol=0, atol=0, equal_nan=True)
@@ -324,15 +332,13 @@ def test_weight_quantiser_matches_plain_ste(monkeypatch):
     cfg = ShiftQuantConfig(weight_bits=4)
     w0 = torch.cat([_rand(200, scale=0.7, seed=9), torch.tensor([0.0, -0.0, 1.0, -1.0, 2.5, -3.0, 1e-12])])
     g = _rand(w0.numel(), seed=10)
-    results = []
-    for plain in (False, True):
-        with pytest.MonkeyPatch.context() as mp:
-            if plain:
-                _plain_formulation(mp)
-            w = w0.clone().requires_grad_()
-            q = round_weight_to_power_of_two(w, cfg)
-            q.backward(g)
-            results.append((q.detach(), w.grad))
+    def run():
+        w = w0.clone().requires_grad_()
+        q = round_weight_to_power_of_two(w, cfg)
+        q.backward(g)
+        return q.detach(), w.grad
+
+    results = _fast_and_plain(run)
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
     assert torch.equal(results[0][0], torch.from_numpy(np_weight_q(w0.numpy(), cfg)))
 
