@@ -12,27 +12,39 @@ from __future__ import annotations
 
 import enum
 from types import TracebackType
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 from torch import nn
 
 
-class Mode(str, enum.Enum):
-    """Which sub-network a hybrid layer computes."""
+E = TypeVar("E", bound="ChoiceEnum")
 
-    TARGET = "target"  #: target (multiplication-free) channels only: the network that gets exported
-    AUGMENTED = "augmented"  #: target + multiplicative augmented channels at the active widths
+
+class ChoiceEnum(str, enum.Enum):
+    """A string enum whose :meth:`parse` accepts a member or its (case-insensitive) value."""
 
     @classmethod
-    def parse(cls, value: "Mode | str") -> "Mode":
-        """Accept a ``Mode`` or its string value; raise a ``ValueError`` listing the valid values otherwise."""
-        if isinstance(value, Mode):
+    def parse(cls: type[E], value: "E | str") -> E:
+        """Accept a member or its string value; raise a ``ValueError`` listing the valid values otherwise."""
+        if isinstance(value, cls):
             return value
         try:
             return cls(str(value).lower())
         except ValueError:
             valid = ", ".join(repr(m.value) for m in cls)
-            raise ValueError(f"unknown mode {value!r}; use one of {valid} (or shiftaddaug_plugin.Mode)") from None
+            raise ValueError(f"unknown {cls._label()} {value!r}; use one of {valid} (or "
+                             f"shiftaddaug_plugin.{cls.__name__})") from None
+
+    @classmethod
+    def _label(cls) -> str:
+        return cls.__name__.lower()
+
+
+class Mode(ChoiceEnum):
+    """Which sub-network a hybrid layer computes."""
+
+    TARGET = "target"  #: target (multiplication-free) channels only: the network that gets exported
+    AUGMENTED = "augmented"  #: target + multiplicative augmented channels at the active widths
 
 
 def _modal_modules(model: nn.Module) -> Iterator[nn.Module]:

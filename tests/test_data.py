@@ -239,3 +239,21 @@ def test_real_fashion_mnist_test_split(monkeypatch: pytest.MonkeyPatch) -> None:
     image, target = ds[0]
     assert image.mode == "L" and image.size == (28, 28) and 0 <= target < 10
     assert 0 < float(ds.data.mean()) < 255
+
+
+def test_holdout_split_is_disjoint_fixed_and_validated() -> None:
+    from torch.utils.data import TensorDataset
+
+    from shiftaddaug_plugin.train.data import holdout_split
+
+    ds = TensorDataset(torch.arange(1000))
+    rest, held = holdout_split(ds, 100)
+    rest_ids = {int(rest[i][0]) for i in range(len(rest))}
+    held_ids = {int(held[i][0]) for i in range(len(held))}
+    assert len(held_ids) == 100 and len(rest_ids) == 900 and not rest_ids & held_ids
+    _, again = holdout_split(ds, 100)
+    assert [int(again[i][0]) for i in range(100)] == [int(held[i][0]) for i in range(100)]  # same for every run
+    assert held_ids != set(range(100))  # a random permutation, not the first images
+    for bad in (0, 1000):
+        with pytest.raises(ValueError, match="--holdout-val"):
+            holdout_split(ds, bad)

@@ -238,7 +238,7 @@ def test_sort_keeps_target_and_permutes_optimizer_state(ext, data_root):
     params_before = {id(p) for p in model.parameters()}
     moms = {n: opt.state[p]["momentum_buffer"].clone() for n, p in model.named_parameters() if p in opt.state}
     weights = {n: p.detach().clone() for n, p in model.named_parameters()}
-    changed = sort_channels(model, optimizer=opt)
+    changed = sort_channels(model, optimizer=opt, scope="augmented")
     assert changed, "random weights must leave some mid group unsorted"
     assert {id(p) for p in model.parameters()} == params_before  # same Parameter objects (optimizer / DDP refs)
     with torch.no_grad():
@@ -293,6 +293,8 @@ def test_segmentor_argument_errors(ext, data_root):
     (dict(width_aug_end="half"), ValueError, "width_aug_end"),
     (dict(sort_interval=0), ValueError, "sort_interval"),
     (dict(sort_interval=2.5), ValueError, "sort_interval"),
+    (dict(sort_scope="target"), ValueError, "sort scope"),
+    (dict(sort_remap="no"), TypeError, "sort_remap"),
     (dict(block_variant_end=0.0), ValueError, "block_variant_end"),
     (dict(block_variant_end=-0.1), ValueError, "block_variant_end"),
     (dict(recalib_images=0), ValueError, "recalib_images"),

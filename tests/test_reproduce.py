@@ -3,6 +3,8 @@ parallel execution with fake one-shot runs, aggregation (mean / sample std / pai
 No training happens here: fake runs are tiny Python subprocesses that write a ``summary.json``."""
 from __future__ import annotations
 
+import dataclasses
+
 import importlib.util
 import json
 import statistics
@@ -99,6 +101,20 @@ def test_build_command_flags(tmp_path: Path) -> None:
     assert rp.run_status(plan["Shift"], tmp_path) == "partial"
     resumed = rp.build_command(plan["Shift"], SMALL, tmp_path)
     assert resumed[-2:] == ["--resume", str(tmp_path / plan["Shift"].name / "last.pth.tar")]
+
+
+def test_holdout_split_and_sort_ablation_flags(tmp_path: Path) -> None:
+    plan = {r.row: r for r in rp.expand_plan(["main-mcunet", "ablation-sort-scope", "ablation-sort-remap"], SMALL,
+                                             seeds=[0])}
+    test_cmd = rp.build_command(plan["Shift"], SMALL, tmp_path)
+    holdout = rp.build_command(plan["Shift"], dataclasses.replace(SMALL, holdout=True), tmp_path)
+    assert "--holdout-val" not in test_cmd and test_cmd[test_cmd.index("--val-subset") + 1] == str(SMALL.val_subset)
+    assert "--val-subset" not in holdout and holdout[holdout.index("--holdout-val") + 1] == str(SMALL.val_subset)
+    scope = rp.build_command(plan["AddAug sort-augmented"], SMALL, tmp_path)
+    assert scope[-2:] == ["--sort-scope", "augmented"] and "op=adder" in scope
+    assert rp.build_command(plan["AddAug no-sort-remap"], SMALL, tmp_path)[-1] == "--no-sort-remap"
+    pairs = dict(rp.PAIRS)
+    assert pairs["AddAug sort-augmented"] == "AddAug" and pairs["AddAug no-sort-remap"] == "AddAug"
 
 
 def test_seg_command_baseline_and_status(tmp_path: Path) -> None:

@@ -45,7 +45,7 @@ def test_sort_keeps_augmented_function_and_permutes_sgd_state_and_ema() -> None:
     momenta = {id(p): opt.state[p]["momentum_buffer"].clone() for p in model.parameters()}
     with torch.no_grad(), set_mode(model, Mode.AUGMENTED):
         before = model(x)
-    perms = sort_channels(model, optimizer=opt, ema=ema)
+    perms = sort_channels(model, optimizer=opt, ema=ema, scope="augmented")
     assert perms
     with torch.no_grad(), set_mode(model, Mode.AUGMENTED):
         assert (model(x) - before).abs().max().item() < 1e-10
@@ -65,7 +65,7 @@ def test_sort_keeps_augmented_function_and_permutes_sgd_state_and_ema() -> None:
             assert torch.equal(opt.state[w]["momentum_buffer"], momenta[id(w)][:, perm])
     for (k1, v1), (k2, v2) in zip(model.state_dict().items(), ema.state_dict().items()):
         assert k1 == k2 and torch.equal(v1, v2), k1  # the EMA copy is permuted identically
-    assert sort_channels(model) == {}  # already sorted: idempotent
+    assert sort_channels(model, scope="augmented") == {}  # already sorted: idempotent
 
 
 def test_sort_target_bit_exact_with_adam_and_timm_ema() -> None:
@@ -83,7 +83,7 @@ def test_sort_target_bit_exact_with_adam_and_timm_ema() -> None:
         y_model, y_ema = model(x), ema.module(x)
     params = dict(model.named_parameters())
     states = {n: {k: v.clone() for k, v in opt.state[p].items()} for n, p in params.items()}
-    perms = sort_channels(model, optimizer=opt, ema=ema)
+    perms = sort_channels(model, optimizer=opt, ema=ema, scope="augmented")
     assert perms and all(p is params[n] for n, p in model.named_parameters())
     with torch.no_grad(), set_mode(model, Mode.TARGET), set_mode(ema.module, Mode.TARGET):
         assert torch.equal(model(x), y_model) and torch.equal(ema.module(x), y_ema)

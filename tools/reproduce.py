@@ -64,7 +64,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -99,6 +99,9 @@ class Budget:
     seg_train_images: int
     seg_val_images: int
     seg_seeds: tuple[int, ...]
+    #: evaluate on ``val_subset`` images held out of the training split (``--split holdout``: choosing settings)
+    #: instead of the official test split (reporting)
+    holdout: bool = False
 
 
 BUDGETS: dict[str, Budget] = {
@@ -146,6 +149,11 @@ GROUPS: dict[str, tuple[str, str, tuple[RowSpec, ...]]] = {
     "ablation-block-variant": ("cls", "shiftadd_mcunet", (
         RowSpec("ShiftAug+block-variant", "shift", True, extra=("--block-variant", "linear")),
         RowSpec("AddAug+block-variant", "adder", True, extra=("--block-variant", "linear")))),
+    "ablation-sort-scope": ("cls", "shiftadd_mcunet", (
+        RowSpec("ShiftAug sort-augmented", "shift", True, extra=("--sort-scope", "augmented")),
+        RowSpec("AddAug sort-augmented", "adder", True, extra=("--sort-scope", "augmented")))),
+    "ablation-sort-remap": ("cls", "shiftadd_mcunet", (
+        RowSpec("AddAug no-sort-remap", "adder", True, extra=("--no-sort-remap",)),)),
     "ablation-aug-dims": ("cls", "shiftadd_mcunet", (
         RowSpec("ShiftAug width-only", "shift", True, extra=("--aug-expand-list", "1.0")),
         RowSpec("ShiftAug expand-only", "shift", True, extra=("--aug-width-mult-list", "1.0")))),
@@ -252,7 +260,9 @@ def build_command(spec: RunSpec, budget: Budget, runs_dir: Path) -> list[str]:
                "--output", str(runs_dir), "--experiment", spec.name]
         if budget.train_subset is not None:
             cmd += ["--train-subset", str(budget.train_subset)]
-        if budget.val_subset is not None:
+        if budget.holdout:
+            cmd += ["--holdout-val", str(budget.val_subset or 5000)]
+        elif budget.val_subset is not None:
             cmd += ["--val-subset", str(budget.val_subset)]
         if not spec.aug:
             cmd.append("--no-aug")
@@ -451,6 +461,8 @@ def aggregate(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 PAIRS: tuple[tuple[str, str], ...] = (
     ("NetAug", "Mult"), ("ShiftAug", "Shift"), ("AddAug", "Add"),
     ("AddAug+remap", "AddAug"),
+    ("ShiftAug sort-augmented", "ShiftAug"), ("AddAug sort-augmented", "AddAug"),
+    ("AddAug no-sort-remap", "AddAug"),
     ("ShiftAug+block-variant", "ShiftAug"), ("AddAug+block-variant", "AddAug"),
     ("ShiftAug width-only", "ShiftAug"), ("ShiftAug expand-only", "ShiftAug"),
 )
@@ -490,6 +502,10 @@ def format_markdown(rows: Sequence[dict[str, Any]], diffs: Sequence[dict[str, An
     lines = ["# ShiftAddAug reproduction (offline data)", ""]
     lines.append(f"Budget `{meta['budget']}`: " + ", ".join(f"{k}={v}" for k, v in meta["budget_settings"].items()
                                                            if not k.startswith("seg_") and k != "seeds"))
+    split = meta.get("split", "test")
+    lines.append("")
+    lines.append("Evaluation split: " + ("**held-out validation** images of the training split (choosing settings)"
+                                         if split == "holdout" else "official **test** split (reporting)") + ".")
     lines.append("")
     lines.append("Top-1 / mIoU of the **exported** target network (%), mean +- sample std over seeds (n = seeds). "
                  "Costs per image of the exported network (cost model, fp32 energy table, DESIGN §2.8).")
@@ -560,6 +576,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--only", default="", help=f"comma-separated experiment groups ({', '.join(GROUPS)}); default all")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="override the preset's seeds")
     p.add_argument("--rows", default="", help="comma-separated row labels to keep (e.g. Shift,ShiftAug); default all")
+    p.add_argument("--split", default="test", choices=("test", "holdout"),
+                   help="evaluation split: 'test' (official test split, for reporting chosen settings) or 'holdout' "
+                        "(val_subset images held out of the training split, for choosing settings); default test")
     p.add_argument("--jobs", type=int, default=2, help="parallel single-thread runs (default 2)")
     p.add_argument("--results", default=str(DEFAULT_RESULTS), help="results folder (default results/)")
     p.add_argument("--list", action="store_true", help="print the plan with each run's status and exit")
@@ -573,6 +592,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         groups = parse_only(args.only)
         budget = BUDGETS[args.budget]
+        if args.split == "holdout":
+            budget = replace(budget, holdout=True)
         rows = [r.strip() for r in args.rows.split(",") if r.strip()] or None
         plan = expand_plan(groups, budget, args.seeds, rows)
     except ValueError as err:
@@ -600,7 +621,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"reproduce: error: {err}", file=sys.stderr)
             return 2
     payload = write_reports(plan, runs_dir, results_dir, args.budget, {"last_invocation": summary,
-                                                                       "groups": groups}, plot=not args.no_plot)
+                                                                       "groups": groups, "split": args.split}, plot=not args.no_plot)
     print((results_dir / "results.md").read_text())
     print(f"reproduce: {payload['meta']['finished_runs']}/{len(plan)} runs finished; wrote {results_dir}/results.json, "
           f"results.md" + ("" if args.no_plot else ", accuracy_energy.png"))

@@ -133,6 +133,9 @@ class ShiftAddAugHook(Hook):
             widens block outputs (only expand augmentation), ``1`` widens to the end.
         sort_interval: sort channels by importance every this many iterations while width augmentation is on;
             ``None`` never sorts.
+        sort_scope: ``'all'`` (default: the most important mid channels move into the target, paper/NetAug) or
+            ``'augmented'`` (target channels stay; only augmented ones are sorted), see ``convert.sort``.
+        sort_remap: quantile-match weights that cross an adder layer's target boundary at a sort (eq. 5).
         block_variant_end: fraction of ``max_iters`` at which every target layer is multiplication-free; before it,
             layers switch from multiplicative to MF shallow to deep. ``None`` (default): MF from the start.
         recalib_images: number of training images whose batch statistics become the BN running statistics before
@@ -151,6 +154,8 @@ class ShiftAddAugHook(Hook):
         self,
         width_aug_end: float = 0.5,
         sort_interval: int | None = 1000,
+        sort_scope: str = "all",
+        sort_remap: bool = True,
         block_variant_end: float | None = None,
         recalib_images: int = 2000,
         recalib_batch_size: int | None = None,
@@ -161,6 +166,15 @@ class ShiftAddAugHook(Hook):
     ) -> None:
         self.width_aug_end = _check_fraction("width_aug_end", width_aug_end)
         self.sort_interval = _check_count("sort_interval", sort_interval, allow_none=True)
+        from shiftaddaug_plugin.convert.sort import SortScope
+
+        try:
+            self.sort_scope = SortScope.parse(sort_scope).value
+        except ValueError as err:
+            raise ValueError(f"ShiftAddAugHook: {err}") from None
+        if not isinstance(sort_remap, bool):
+            raise TypeError(f"ShiftAddAugHook: sort_remap={sort_remap!r} must be a bool")
+        self.sort_remap = sort_remap
         self.block_variant_end = _check_fraction("block_variant_end", block_variant_end, allow_none=True)
         if self.block_variant_end == 0.0:
             raise ValueError("ShiftAddAugHook: block_variant_end=0 means MF from the start; use None for that")
@@ -206,7 +220,8 @@ class ShiftAddAugHook(Hook):
 
     def settings(self) -> dict[str, Any]:
         """The schedule settings (stored in checkpoints to detect a changed schedule on resume)."""
-        return dict(width_aug_end=self.width_aug_end, sort_interval=self.sort_interval,
+        return dict(width_aug_end=self.width_aug_end, sort_interval=self.sort_interval, sort_scope=self.sort_scope,
+                    sort_remap=self.sort_remap,
                     block_variant_end=self.block_variant_end, recalib_images=self.recalib_images,
                     recalib_seed=self.recalib_seed)
 
@@ -253,10 +268,14 @@ class ShiftAddAugHook(Hook):
                 and model.width_aug_enabled and it != self.last_sort_iter):
             from shiftaddaug_plugin.convert import sort_channels
 
-            sort_channels(model, optimizer=runner.optim_wrapper.optimizer, ema=self._ema_model(runner))
+            stats: dict[str, int] = {}
+            sort_channels(model, optimizer=runner.optim_wrapper.optimizer, ema=self._ema_model(runner),
+                          scope=self.sort_scope, remap_moved=self.sort_remap, stats=stats)
             self.num_sorts += 1
             self.last_sort_iter = it
-            runner.logger.info(f"ShiftAddAugHook: sorted channels at iter {it} (sort #{self.num_sorts})")
+            runner.logger.info(f"ShiftAddAugHook: sorted channels at iter {it} (sort #{self.num_sorts}, scope "
+                               f"{self.sort_scope}): {stats['channels_moved']} channels moved into the target, "
+                               f"{stats['entries_remapped']} weights remapped")
 
     @staticmethod
     def _ema_model(runner: Any) -> nn.Module | None:

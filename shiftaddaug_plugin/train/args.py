@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on a fixed random subset of N training images (quick runs)")
     g.add_argument("--val-subset", type=int, default=None, metavar="N",
                    help="evaluate on a fixed random subset of N evaluation images")
+    g.add_argument("--holdout-val", type=int, default=None, metavar="N",
+                   help="evaluate on N images held out of the TRAINING split (a validation split for choosing "
+                        "settings; fixed for every --seed, disjoint from the training images) instead of --val-split")
     g.add_argument("--class-map", default="", help="timm class map file")
 
     g = p.add_argument_group("model")
@@ -126,7 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--width-aug-stop", type=float, default=0.5,
                    help="fraction of the epochs after which width augmentation stops (expand continues), default 0.5")
     g.add_argument("--sort-interval", type=int, default=1,
-                   help="sort augmented channels every N epochs while width augmentation is on (0 = never)")
+                   help="sort mid channels by importance every N epochs while width augmentation is on (0 = never)")
+    g.add_argument("--sort-scope", default="all", choices=("all", "augmented"),
+                   help="'all' (default, paper/NetAug): the most important mid channels move into the target; "
+                        "'augmented': the target channels stay, only the augmented ones are sorted")
+    g.add_argument("--no-sort-remap", dest="sort_remap", action="store_false",
+                   help="do not quantile-match (eq. 5) weights that cross an adder layer's target boundary when "
+                        "channels are sorted (ablation)")
     g.add_argument("--block-variant", default="none", choices=BLOCK_VARIANT_SCHEDULES,
                    help="block-variant schedule (DESIGN §2.6): 'linear' turns target layers MF shallow -> deep")
     g.add_argument("--block-variant-end", type=float, default=0.5,
@@ -237,7 +246,8 @@ def validate_args(args: argparse.Namespace) -> None:
     """Check the values ``argparse`` cannot check (ranges, combinations); ``ValueError`` naming flag and fix."""
     for name in ("epochs", "batch_size", "bn_recal_images", "eval_interval"):
         _positive_int(args, name)
-    for name in ("validation_batch_size", "train_subset", "val_subset", "num_classes", "img_size", "in_chans",
+    for name in ("validation_batch_size", "train_subset", "val_subset", "holdout_val", "num_classes", "img_size",
+                 "in_chans",
                  "stop_after_epochs"):
         _positive_int(args, name, allow_none=True)
     _positive_int(args, "workers", minimum=0)

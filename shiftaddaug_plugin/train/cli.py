@@ -344,11 +344,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         mf_layers = _apply_block_variant(bv_schedule, model, epoch)
         if ema is not None:
             _apply_block_variant(bv_schedule, ema.module, epoch)
-        if width_on and args.sort_interval and epoch % args.sort_interval == 0:
-            perms = sort_channels(model, optimizer=optimizer, ema=ema)
+        if width_on and args.sort_interval and epoch > 0 and epoch % args.sort_interval == 0:  # after a cycle
+            sort_stats: dict[str, int] = {}
+            perms = sort_channels(model, optimizer=optimizer, ema=ema, scope=args.sort_scope,
+                                  remap_moved=args.sort_remap, stats=sort_stats)
             if distributed:
                 _check_ranks_identical(_perm_digest(perms), "channel sorting")
-            log(f"epoch {epoch}: sorted augmented channels of {len(perms)} groups")
+            log(f"epoch {epoch}: sorted mid channels of {len(perms)} groups (scope {args.sort_scope}): "
+                f"{sort_stats['channels_moved']} channels moved into the target, "
+                f"{sort_stats['entries_remapped']} weights remapped")
         if data.train_sampler is not None:
             data.train_sampler.set_epoch(epoch)
         task.width_aug = width_on

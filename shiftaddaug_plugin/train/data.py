@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-__all__ = ["DataSetup", "FMNIST_MEAN", "FMNIST_STD", "build_data", "resolve_input_config", "seeded_subset"]
+__all__ = ["DataSetup", "FMNIST_MEAN", "FMNIST_STD", "HOLDOUT_SEED", "build_data", "holdout_split",
+           "resolve_input_config", "seeded_subset"]
 
 FMNIST_MEAN = (0.2860,)
 FMNIST_STD = (0.3530,)
@@ -93,6 +94,20 @@ def seeded_subset(dataset: Dataset, count: int | None, seed: int) -> Dataset:
         raise ValueError(f"subset of {count} images requested but the dataset has {n}; use a smaller value")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:count]
     return Subset(dataset, sorted(perm.tolist()))
+
+
+#: seed of the held-out validation split: one fixed split for every run, so paired runs see the same images
+HOLDOUT_SEED = 20240702
+
+
+def holdout_split(dataset: Dataset, count: int) -> tuple[Dataset, Dataset]:
+    """``(rest, held_out)``: ``count`` items of a fixed permutation (:data:`HOLDOUT_SEED`) held out of ``dataset``
+    as a validation split, the rest for training; disjoint, and the same for every run."""
+    n = len(dataset)  # type: ignore[arg-type]
+    if not 1 <= count < n:
+        raise ValueError(f"--holdout-val {count}: must lie in [1, {n - 1}] for a training split of {n} images")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(HOLDOUT_SEED)).tolist()
+    return Subset(dataset, sorted(perm[count:])), Subset(dataset, sorted(perm[:count]))
 
 
 class _Transformed(Dataset):
@@ -203,6 +218,9 @@ def build_data(args: argparse.Namespace, *, rank: int = 0, world_size: int = 1) 
         train_base, val_base, recal_base, train_tf, eval_tf = _timm_datasets(args, input_size, mean, std)
     num_classes = _num_classes(train_base, args)
 
+    holdout = getattr(args, "holdout_val", None)
+    if holdout is not None:
+        train_base, val_base = holdout_split(train_base, holdout)
     train_ds = _Transformed(seeded_subset(train_base, args.train_subset, args.seed), train_tf)
     val_ds = _Transformed(seeded_subset(val_base, args.val_subset, args.seed + 1), eval_tf)
     recal_count = min(args.bn_recal_images, len(train_ds))
