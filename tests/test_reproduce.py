@@ -4,7 +4,6 @@ No training happens here: fake runs are tiny Python subprocesses that write a ``
 from __future__ import annotations
 
 import dataclasses
-
 import importlib.util
 import json
 import statistics
@@ -228,3 +227,26 @@ def test_ablation_rows_pair_with_main_rows_of_the_same_model() -> None:
     d = diffs[0]
     assert (d["group"], d["model"], d["a"], d["b"]) == ("ablation-remap", "shiftadd_mcunet", "AddAug+remap", "AddAug")
     assert d["seeds"] == [0] and d["diffs"] == [3.0] and d["wins"] == 1
+
+
+def test_test_eval_of_holdout_runs_reports_main_rows_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    holdout = dataclasses.replace(SMALL, holdout=True)
+    plan = _plan() + rp.expand_plan(["ablation-sort-scope"], holdout, seeds=[0], rows=["ShiftAug sort-augmented"])
+    runs = tmp_path / "runs"
+    _TOP1[("ShiftAug sort-augmented", 0)] = 60.0
+    rp.execute_plan(plan, holdout, runs, jobs=2, command_fn=_fake_command(tmp_path / "rec.txt"),
+                    log=lambda s: None, poll_s=0.02)
+
+    def fake_eval(spec: Any, budget: Any, runs_dir: Path) -> list[str]:  # test top-1 = held-out top-1 - 10
+        line = f"validate x: m on fashion_mnist (2000 images): top1 {_TOP1[(spec.row, spec.seed)] - 10:.4f} loss 1"
+        return [sys.executable, "-c", f"print({line!r})"]
+
+    monkeypatch.setattr(rp, "test_eval_command", fake_eval)
+    assert rp.run_test_evals(plan, holdout, runs, log=lambda s: None) == len(plan) - 1  # not the ablation row
+    assert rp.run_test_evals(plan, holdout, runs, log=lambda s: None) == 0  # already evaluated
+    payload = rp.write_reports(plan, runs, tmp_path, "small", plot=False, test_eval=True)
+    rows = {r["row"]: r for r in payload["rows"]}
+    assert "ShiftAug sort-augmented" not in rows
+    assert rows["ShiftAug"]["values"] == [_TOP1[("ShiftAug", s)] - 10 for s in (0, 1)]
+    assert (tmp_path / "results_test.md").is_file() and not (tmp_path / "results.md").exists()
+    assert "held-out table" in (tmp_path / "results_test.md").read_text()

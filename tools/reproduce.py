@@ -323,6 +323,39 @@ def _finalize(spec: RunSpec, runs_dir: Path, rc: int) -> None:
     (out / "result.json").write_text(json.dumps({"status": "finished", "miou": miou}, indent=2) + "\n")
 
 
+def test_eval_command(spec: RunSpec, budget: Budget, runs_dir: Path) -> list[str]:
+    """Evaluate a finished run's exported target on the official test images a ``--split test`` run would use."""
+    out = runs_dir / spec.name
+    cmd = [sys.executable, "-m", "shiftaddaug_plugin.train.cli", "--validate-exported", str(out / "exported_target.pth"),
+           "--seed", str(spec.seed), "--workers", "0", "-b", str(budget.batch_size)]
+    return cmd + (["--val-subset", str(budget.val_subset)] if budget.val_subset is not None else [])
+
+
+def run_test_evals(plan: Sequence[RunSpec], budget: Budget, runs_dir: Path, *,
+                   log: Callable[[str], None] = print) -> int:
+    """After choosing on the held-out split: ``test_eval.json`` (official test top-1) for the finished runs of the
+    main tables (the chosen recipe), never for ablation rows. Returns how many were written."""
+    written = 0
+    for spec in plan:
+        out = runs_dir / spec.name
+        if (spec.kind != "cls" or not spec.group.startswith("main-") or run_status(spec, runs_dir) != "finished"
+                or (out / "test_eval.json").is_file()):
+            continue
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        proc = subprocess.run(test_eval_command(spec, budget, runs_dir), capture_output=True, text=True, env=env)
+        found = [line for line in proc.stdout.splitlines() if line.startswith("validate ") and " top1 " in line]
+        if proc.returncode != 0 or not found:
+            log(f"  test evaluation of {spec.name} failed (rc {proc.returncode}): {proc.stderr.strip()[-300:]}")
+            continue
+        top1 = float(found[-1].split(" top1 ")[1].split()[0])
+        tmp = out / "test_eval.json.tmp"
+        tmp.write_text(json.dumps({"top1": top1, "line": found[-1]}, indent=2) + "\n")
+        tmp.replace(out / "test_eval.json")
+        log(f"  test top1 {spec.name}: {top1:.2f}")
+        written += 1
+    return written
+
+
 CommandFn = Callable[[RunSpec, Budget, Path], list[str]]
 
 
@@ -405,13 +438,16 @@ def execute_plan(plan: Sequence[RunSpec], budget: Budget, runs_dir: Path, *, job
 
 
 # ----------------------------------------------------------------------------------------------------- results
-def collect_results(plan: Sequence[RunSpec], runs_dir: Path) -> list[dict[str, Any]]:
-    """One record per *finished* run of ``plan``: spec fields + metric (top-1 % or mIoU %) + cost totals."""
+def collect_results(plan: Sequence[RunSpec], runs_dir: Path, *, test_eval: bool = False) -> list[dict[str, Any]]:
+    """One record per *finished* run of ``plan``: spec fields + metric (top-1 % or mIoU %) + cost totals.
+    ``test_eval``: the metric is the official test top-1 of ``test_eval.json`` (runs without one are left out)."""
     records: list[dict[str, Any]] = []
     for spec in plan:
         if run_status(spec, runs_dir) != "finished":
             continue
         out = runs_dir / spec.name
+        if test_eval and not (out / "test_eval.json").is_file():
+            continue
         rec: dict[str, Any] = {k: v for k, v in asdict(spec).items() if k not in ("extra", "convert_kwargs")}
         rec["flags"] = list(spec.extra) + [f"{k}={v}" for k, v in spec.convert_kwargs]
         if spec.kind == "cls":
@@ -421,6 +457,9 @@ def collect_results(plan: Sequence[RunSpec], runs_dir: Path) -> list[dict[str, A
             rec["eval_top1"] = float(summary.get("eval_top1", rec["metric"]))
             rec["export_matches_eval"] = summary.get("export_matches_eval")
             rec["train_time_s"] = summary.get("train_time_s")
+            if test_eval:
+                rec["holdout_top1"] = rec["metric"]
+                rec["metric"] = rec["eval_top1"] = float(json.loads((out / "test_eval.json").read_text())["top1"])
             cost = summary.get("cost") or {}
             for key in ("macs", "mults", "shifts", "adds", "params", "energy_uj"):
                 rec[key] = cost.get(key)
@@ -505,7 +544,10 @@ def format_markdown(rows: Sequence[dict[str, Any]], diffs: Sequence[dict[str, An
     split = meta.get("split", "test")
     lines.append("")
     lines.append("Evaluation split: " + ("**held-out validation** images of the training split (choosing settings)"
-                                         if split == "holdout" else "official **test** split (reporting)") + ".")
+                                         if split == "holdout" else "official **test** split (reporting)") + "."
+                 + (" The runs are those of the held-out table (trained without the held-out images, settings "
+                    "chosen there); only the main-table rows are evaluated on the test split."
+                    if meta.get("test_of_holdout_runs") else ""))
     lines.append("")
     lines.append("Top-1 / mIoU of the **exported** target network (%), mean +- sample std over seeds (n = seeds). "
                  "Costs per image of the exported network (cost model, fp32 energy table, DESIGN §2.8).")
@@ -543,19 +585,28 @@ def format_markdown(rows: Sequence[dict[str, Any]], diffs: Sequence[dict[str, An
 
 
 def write_reports(plan: Sequence[RunSpec], runs_dir: Path, results_dir: Path, budget_name: str,
-                  extra_meta: dict[str, Any] | None = None, plot: bool = True) -> dict[str, Any]:
-    """``results.json``, ``results.md`` and ``accuracy_energy.png`` from the finished runs of ``plan``."""
-    records = collect_results(plan, runs_dir)
+                  extra_meta: dict[str, Any] | None = None, plot: bool = True, *,
+                  test_eval: bool = False) -> dict[str, Any]:
+    """``results.json``, ``results.md`` and ``accuracy_energy.png`` from the finished runs of ``plan``;
+    ``test_eval`` (after ``--split holdout``): ``results_test.json`` / ``results_test.md`` with the official test
+    top-1 of the main-table runs (:func:`run_test_evals`), the held-out reports left as they are."""
+    records = collect_results(plan, runs_dir, test_eval=test_eval)
     rows = aggregate(records)
     diffs = paired_differences(records)
     meta = {"budget": budget_name, "budget_settings": asdict(BUDGETS[budget_name]),
             "finished_runs": len(records), "planned_runs": len(plan), **(extra_meta or {})}
+    if test_eval:
+        meta["split"] = "test"
+        meta["test_of_holdout_runs"] = True
+    stem = "results_test" if test_eval else "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     payload = {"meta": meta, "rows": rows, "paired_differences": diffs, "runs": records}
-    tmp = results_dir / "results.json.tmp"
+    tmp = results_dir / f"{stem}.json.tmp"
     tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    tmp.replace(results_dir / "results.json")
-    (results_dir / "results.md").write_text(format_markdown(rows, diffs, meta) + "\n")
+    tmp.replace(results_dir / f"{stem}.json")
+    (results_dir / f"{stem}.md").write_text(format_markdown(rows, diffs, meta) + "\n")
+    if test_eval:
+        return payload
     points = [{"name": f"{r['row']} ({_SHORT_MODEL.get(r['model'], r['model'])})", "accuracy": r["mean"],
                "energy": r["energy_uj"], "group": r["model"]}
               for r in rows if r["metric_name"] == "top1" and r.get("energy_uj") is not None
@@ -579,6 +630,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--split", default="test", choices=("test", "holdout"),
                    help="evaluation split: 'test' (official test split, for reporting chosen settings) or 'holdout' "
                         "(val_subset images held out of the training split, for choosing settings); default test")
+    p.add_argument("--test-eval", action="store_true",
+                   help="with --split holdout: also evaluate the finished main-table runs (the chosen recipe) on the "
+                        "official test images -> results_test.json / results_test.md")
     p.add_argument("--jobs", type=int, default=2, help="parallel single-thread runs (default 2)")
     p.add_argument("--results", default=str(DEFAULT_RESULTS), help="results folder (default results/)")
     p.add_argument("--list", action="store_true", help="print the plan with each run's status and exit")
@@ -623,6 +677,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     payload = write_reports(plan, runs_dir, results_dir, args.budget, {"last_invocation": summary,
                                                                        "groups": groups, "split": args.split}, plot=not args.no_plot)
     print((results_dir / "results.md").read_text())
+    if args.split == "holdout" and args.test_eval:
+        run_test_evals(plan, budget, runs_dir)
+        write_reports(plan, runs_dir, results_dir, args.budget, {"groups": groups}, plot=False, test_eval=True)
+        print((results_dir / "results_test.md").read_text())
     print(f"reproduce: {payload['meta']['finished_runs']}/{len(plan)} runs finished; wrote {results_dir}/results.json, "
           f"results.md" + ("" if args.no_plot else ", accuracy_energy.png"))
     return 1 if summary.get("failed") else 0
