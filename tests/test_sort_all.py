@@ -175,3 +175,21 @@ def test_sort_all_no_remap_only_permutes() -> None:
     assert stats["entries_remapped"] == 0 and stats["channels_moved"] > 0
     for n, p in model.named_parameters():  # a permutation keeps every tensor's multiset of values
         assert sorted(p.detach().flatten().tolist()) == values[n], n
+
+
+def test_sort_diagnostics_show_remap_keeps_adder_scale() -> None:
+    from shiftaddaug_plugin.convert.diagnostics import sort_diagnostics
+
+    model = _converted("adder")
+    x = _input()
+    y = torch.tensor([1, 2])
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    diag = sort_diagnostics(model, x, y)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())  # the model itself is untouched
+    before, remap, plain = diag["before"], diag["sorted_remap"], diag["sorted_no_remap"]
+    assert remap["channels_moved"] == plain["channels_moved"] > 0 and plain["entries_remapped"] == 0
+    # without the remap, multiplicative-scale weights enter the adder blocks: mean |w| drops
+    assert abs(remap["mean_abs"] - before["mean_abs"]) < abs(plain["mean_abs"] - before["mean_abs"])
+    assert plain["mean_abs"] < before["mean_abs"]
+    for d in (before, remap, plain):
+        assert 0.0 <= d["channel_corr"] <= 1.0 and d["target_loss"] > 0 and d["layers"]

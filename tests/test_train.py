@@ -29,7 +29,8 @@ needs_fmnist = pytest.mark.skipif(
 TINY = ["--dataset", "fashion_mnist", "--train-subset", "128", "--val-subset", "64", "--img-size", "16",
         "-b", "32", "--epochs", "2", "--model", "shiftadd_mcunet", "--model-kwargs", "op=shift", "width_mult=0.25",
         "--aug-width-mult-list", "1.0", "2.0", "--aug-expand-list", "1.0", "2.0", "--bn-recal-images", "64",
-        "--workers", "0", "--log-interval", "2", "--lr", "0.05", "--warmup-epochs", "0", "--seed", "7"]
+        "--workers", "0", "--log-interval", "2", "--lr", "0.05", "--warmup-epochs", "0", "--seed", "7",
+        "--width-aug-stop", "1.0"]  # width augmentation in both epochs: channels are sorted after epoch 0
 
 
 @pytest.fixture(autouse=True)
@@ -55,7 +56,7 @@ def full_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        summary = _run([*TINY, "--output", str(out), "--experiment", "full"])
+        summary = _run([*TINY, "--output", str(out), "--experiment", "full", "--sort-diagnostics"])
     finally:
         torch.set_num_threads(threads)
     return summary, out / "full"
@@ -82,6 +83,20 @@ def test_end_to_end_export_matches_last_evaluation(full_run: tuple[dict, Path]) 
     # multiplication-free apart from the stem conv the converter keeps multiplicative (DESIGN §2.3)
     assert on_disk["cost"]["multiplicative_layers"] == ["conv_stem"]
     assert on_disk["cost"]["shifts"] > 10 * on_disk["cost"]["mults"]
+
+
+@needs_fmnist
+def test_sort_into_target_runs_after_epoch_0_with_diagnostics(full_run: tuple[dict, Path]) -> None:
+    _, out = full_run
+    log = (out / "log.txt").read_text()
+    assert "epoch 0: sorted" not in log and "epoch 1: sorted mid channels" in log and "(scope all)" in log
+    lines = (out / "sort_diagnostics.jsonl").read_text().strip().splitlines()
+    assert len(lines) == 1
+    diag = json.loads(lines[0])
+    assert diag["epoch"] == 1 and diag["scope"] == "all"
+    assert diag["sorted_remap"]["channels_moved"] > 0  # after a trained epoch some channel outranks a target one
+    assert diag["sorted_no_remap"]["entries_remapped"] == 0  # shift targets: nothing to remap either way
+    assert set(diag["before"]) >= {"mean_abs", "kurtosis", "channel_corr", "target_loss", "layers"}
 
 
 @needs_fmnist

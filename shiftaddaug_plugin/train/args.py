@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sort-scope", default="all", choices=("all", "augmented"),
                    help="'all' (default, paper/NetAug): the most important mid channels move into the target; "
                         "'augmented': the target channels stay, only the augmented ones are sorted")
+    g.add_argument("--sort-diagnostics", action="store_true",
+                   help="at each sort, log what the MF operators read (mean |w|, kurtosis, output-channel correlation, "
+                        "target loss) before and after sorting, with and without the remap -> sort_diagnostics.jsonl")
     g.add_argument("--no-sort-remap", dest="sort_remap", action="store_false",
                    help="do not quantile-match (eq. 5) weights that cross an adder layer's target boundary when "
                         "channels are sorted (ablation)")

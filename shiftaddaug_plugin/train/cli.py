@@ -202,6 +202,26 @@ def _recalibrate(model: nn.Module, loader: Any, device: torch.device) -> int:
     return recalibrate_bn(model, loader, len(loader.dataset), device=device)
 
 
+def _log_sort_diagnostics(model: nn.Module, loader: Any, device: torch.device, scope: str, epoch: int, path: Path,
+                          log: Callable[[str], None]) -> None:
+    """``--sort-diagnostics``: what the MF operators read before / after this sort, with and without the remap
+    (:func:`shiftaddaug_plugin.convert.diagnostics.sort_diagnostics`), one JSON line per sort."""
+    from shiftaddaug_plugin.convert.diagnostics import sort_diagnostics
+
+    # side-effect free: iterating a DataLoader draws its base seed from the global RNG, so keep that state
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        images, targets = next(iter(loader))
+        diag = sort_diagnostics(model, images.to(device), targets.to(device), scope=scope)
+    with open(path, "a") as fh:
+        fh.write(json.dumps({"epoch": epoch, "scope": scope, **diag}) + "\n")
+    parts = []
+    for key in ("before", "sorted_remap", "sorted_no_remap"):
+        d = diag[key]
+        parts.append(f"{key}: loss {d.get('target_loss', float('nan')):.3f} mean|w| {d['mean_abs']:.3f} "
+                     f"kurt {d['kurtosis']:.2f} corr {d['channel_corr']:.3f}")
+    log(f"epoch {epoch}: sort diagnostics (target network, fixed batch) | " + " | ".join(parts))
+
+
 def _output_dir(args: argparse.Namespace) -> Path:
     if args.resume and not args.output and not args.experiment:
         return Path(args.resume).resolve().parent
@@ -345,6 +365,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if ema is not None:
             _apply_block_variant(bv_schedule, ema.module, epoch)
         if width_on and args.sort_interval and epoch > 0 and epoch % args.sort_interval == 0:  # after a cycle
+            if args.sort_diagnostics and main_proc:
+                _log_sort_diagnostics(model, data.recal_loader, device, args.sort_scope, epoch,
+                                      out_dir / "sort_diagnostics.jsonl", log)
             sort_stats: dict[str, int] = {}
             perms = sort_channels(model, optimizer=optimizer, ema=ema, scope=args.sort_scope,
                                   remap_moved=args.sort_remap, stats=sort_stats)
