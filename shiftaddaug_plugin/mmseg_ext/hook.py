@@ -33,6 +33,7 @@ from torch import nn
 
 from shiftaddaug_plugin.block_variant import BlockVariantSchedule
 from shiftaddaug_plugin.modes import Mode, set_mode
+from shiftaddaug_plugin.schedule import fraction_to_step
 
 __all__ = ["ShiftAddAugHook", "build_recalib_loader", "hybrid_layers", "recalibrate_segmentor"]
 
@@ -216,7 +217,7 @@ class ShiftAddAugHook(Hook):
         return False
 
     def _width_end_iter(self, runner: Any) -> int:
-        return int(round(self.width_aug_end * runner.max_iters))
+        return fraction_to_step(self.width_aug_end, int(runner.max_iters))
 
     def settings(self) -> dict[str, Any]:
         """The schedule settings (stored in checkpoints to detect a changed schedule on resume)."""
@@ -248,7 +249,7 @@ class ShiftAddAugHook(Hook):
     def _variant_schedule(self, runner: Any, model: nn.Module) -> BlockVariantSchedule:
         """The block-variant schedule (DESIGN §2.6) of ``model``: target layers MF shallow -> deep over iterations
         ``[0, max(1, round(block_variant_end * max_iters))]``; rebuilt when the model or ``max_iters`` changes."""
-        end = max(1, int(round(self.block_variant_end * runner.max_iters)))
+        end = max(1, fraction_to_step(self.block_variant_end, int(runner.max_iters)))
         schedule = self._variant
         if schedule is None or schedule.model is not model or schedule.end != end:
             try:

@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from shiftaddaug_plugin.schedule import fraction_to_step
 from shiftaddaug_plugin.block_variant import BlockVariantSchedule, set_all_mf, switchable_layers
 
 from .args import parse_args
@@ -50,9 +51,9 @@ CUSTOM_MODEL = "shiftadd_custom"
 
 
 def width_aug_stop_epoch(epochs: int, fraction: float) -> int:
-    """First epoch (0-based) without width augmentation: ``round(fraction * epochs)`` (DESIGN §2.4: 0.5 -> the
-    last half of training has no width augmentation; expand augmentation continues)."""
-    return int(math.floor(fraction * epochs + 0.5))
+    """First epoch (0-based) without width augmentation (:func:`shiftaddaug_plugin.schedule.fraction_to_step`,
+    half up; 0.5 -> the last half of training has no width augmentation; expand augmentation continues)."""
+    return fraction_to_step(fraction, epochs)
 
 
 # ------------------------------------------------------------------------------------------------- model
