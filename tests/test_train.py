@@ -167,6 +167,21 @@ def test_resume_continues_and_equals_uninterrupted_run(full_run: tuple[dict, Pat
 
 
 @needs_fmnist
+def test_resume_after_the_last_epoch_finishes_the_export(full_run: tuple[dict, Path], tmp_path: Path) -> None:
+    """A run killed after its last epoch but before the export resumes into evaluation + export (same result)."""
+    import shutil
+
+    summary, full_out = full_run
+    (tmp_path / "k").mkdir()
+    shutil.copy(full_out / "last.pth.tar", tmp_path / "k" / "last.pth.tar")
+    done = _run([*TINY, "--resume", str(tmp_path / "k" / "last.pth.tar")])
+    assert done["status"] == "finished" and done["eval_top1"] == summary["eval_top1"]
+    assert (tmp_path / "k" / "exported_target.pth").is_file()
+    with pytest.raises(ValueError, match="raise --epochs to at least 2"):
+        _run([*TINY, "--epochs", "1", "--resume", str(tmp_path / "k" / "last.pth.tar")])
+
+
+@needs_fmnist
 def test_remap_fc_is_pretrained_then_frozen_and_kept_out_of_the_optimizer(tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """DESIGN §2.5: eq. 5's FC is pre-trained, then frozen for augmented training (jointly trained with SGD it

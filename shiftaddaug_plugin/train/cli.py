@@ -346,8 +346,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             random_seed(args.seed + 1000 * start_epoch, rank)
             width_rng.setstate(tuple(tuple(v) if isinstance(v, list) else v for v in ckpt["rng"]["width_rng"]))
         log(f"resumed from {args.resume} at epoch {start_epoch} (updates {num_updates})")
-        if start_epoch >= args.epochs:
-            raise ValueError(f"--resume checkpoint already finished {start_epoch} epochs; raise --epochs above it")
+        if start_epoch > args.epochs:
+            raise ValueError(f"--resume checkpoint already finished {start_epoch} epochs, more than --epochs "
+                             f"{args.epochs}; raise --epochs to at least {start_epoch}")
+        if start_epoch == args.epochs:  # killed after the last epoch, before the export: finish the run
+            log(f"all {args.epochs} epochs were already trained; evaluating and exporting")
     if distributed:
         task.prepare_distributed(device_ids=[device.index] if device.type == "cuda" else None)
 
