@@ -540,7 +540,7 @@ def format_markdown(rows: Sequence[dict[str, Any]], diffs: Sequence[dict[str, An
     """The markdown report: one table per group, then paired differences."""
     lines = ["# ShiftAddAug reproduction (offline data)", ""]
     lines.append(f"Budget `{meta['budget']}`: " + ", ".join(f"{k}={v}" for k, v in meta["budget_settings"].items()
-                                                           if not k.startswith("seg_") and k != "seeds"))
+                                                           if not k.startswith("seg_") and k not in ("seeds", "holdout")))
     split = meta.get("split", "test")
     lines.append("")
     lines.append("Evaluation split: " + ("**held-out validation** images of the training split (choosing settings)"
@@ -550,7 +550,7 @@ def format_markdown(rows: Sequence[dict[str, Any]], diffs: Sequence[dict[str, An
                     if meta.get("test_of_holdout_runs") else ""))
     lines.append("")
     lines.append("Top-1 / mIoU of the **exported** target network (%), mean +- sample std over seeds (n = seeds). "
-                 "Costs per image of the exported network (cost model, fp32 energy table, DESIGN §2.8).")
+                 "Costs per image of the exported network (cost model `shiftaddaug_plugin.cost`, fp32 energy table).")
     lines.append("")
     for group in dict.fromkeys(r["group"] for r in rows):
         members = [r for r in rows if r["group"] == group]
