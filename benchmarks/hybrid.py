@@ -1,4 +1,4 @@
-"""Hybrid-layer benchmark: HybridConv2d / HybridLinear vs the plain layer of the same output width (DESIGN §2.3).
+"""Hybrid-layer benchmark: HybridConv2d / HybridLinear vs the plain layer of the same output width (docs/algorithms.md §3).
 
 Usage::
 
@@ -21,7 +21,7 @@ All candidates of a row run in alternating rounds with their reference after war
 shape compiles and autotunes its kernels (reported as "adder compile s", excluded from the timings: it happens
 before the warm-up rounds). Ratios are ratio of medians and, in brackets, ratio of minimums.
 
-No speed targets are set for the hybrid layers by DESIGN §2.2; for orientation, the operators alone (ops.py) aim at
+No speed targets are set for the hybrid layers by docs/algorithms.md §2; for orientation, the operators alone (ops.py) aim at
 adder <= 1.5x (depthwise) / 4x (pointwise) / 5x (dense), shift <= 1.3x. In ``Mode.AUGMENTED`` the MF part is
 only the target slice, so the ratios should lie well below the operator ratios.
 """

@@ -1,4 +1,4 @@
-"""Integer inference of an exported shift model: bit-exactness and throughput (DESIGN §2.1 eval path).
+"""Integer inference of an exported shift model: bit-exactness and throughput (docs/algorithms.md §1 eval path).
 
 Usage::
 
@@ -97,7 +97,7 @@ def build_model(name: str, num_classes: int, in_chans: int, size: int, calib_bat
 
 
 def check_exactness(model: nn.Module, x: torch.Tensor) -> ExactnessReport:
-    """Float path in float64 vs integer path, per shift layer and on the logits (DESIGN §2.1: bit-exact)."""
+    """Float path in float64 vs integer path, per shift layer and on the logits (docs/algorithms.md §1: bit-exact)."""
     from shiftaddaug_plugin.functional.shift import input_to_fixed_point_int
 
     m64 = model.double()
@@ -161,7 +161,7 @@ def main(argv: Optional[List[str]] = None) -> int:
           f"{rep.max_abs_diff_logits:.3g}); {rep.nonzero_fixed_point_inputs:.1%} of the fixed-point inputs are "
           f"non-zero; {rep.other_convs} multiplicative conv(s) left (stem)")
     if not (rep.logits_bit_exact and rep.layers_bit_exact == rep.shift_layers):
-        raise ValueError("integer shift path is not bit-exact to the float64 float path (DESIGN §2.1); see the "
+        raise ValueError("integer shift path is not bit-exact to the float64 float path (docs/algorithms.md §1); see the "
                          "per-layer count above and tests of functional/shift.py")
 
     model64 = copy.deepcopy(model).double()

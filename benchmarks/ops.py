@@ -1,4 +1,4 @@
-"""Operator benchmark: AdderConv2d and ShiftConv2d vs F.conv2d, forward + backward (DESIGN.md §2.2).
+"""Operator benchmark: AdderConv2d and ShiftConv2d vs F.conv2d, forward + backward (docs/algorithms.md §2).
 
 Usage::
 
@@ -17,7 +17,7 @@ stride 2, dense 3x3 16-64 channels) it measures, in one process with ``torch.set
   replayed in time order). It includes the output and the gradients, and every buffer the inductor kernels
   allocate; it does not see oneDNN-internal scratch memory that bypasses the c10 allocator.
 
-Targets (DESIGN.md §2.2): adder depthwise <= 1.5x, pointwise <= 4x, dense 3x3 <= 5x, no shape > 10x; memory
+Targets (docs/algorithms.md §2): adder depthwise <= 1.5x, pointwise <= 4x, dense 3x3 <= 5x, no shape > 10x; memory
 <= 3x conv's and <= 256 MB per layer; ShiftConv2d <= 1.3x.
 """
 from __future__ import annotations
@@ -234,7 +234,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows.append(bench_shape(shape, args.batch, args.size, repeats, shift_cls))
         print(f"#   done {shape.name}: adder/conv {rows[-1].adder_ratio:.2f}x", file=sys.stderr, flush=True)
     print(render(rows, shift_cls is not None))
-    print("\n(!) = outside the DESIGN §2.2 target. adder/conv = ratio of medians; (min) = ratio of the fastest rounds "
+    print("\n(!) = outside the docs/algorithms.md §2 target. adder/conv = ratio of medians; (min) = ratio of the fastest rounds "
           "(contention from other processes only adds time, so on a shared machine this is the less disturbed "
           "estimate). spread = (p90 - p10) / median of the per-round times (conv/adder).")
     if args.json is not None:

@@ -1,4 +1,4 @@
-"""Training-step benchmark on the reference tiny nets (DESIGN §2.4, §2.9; issue 6 speed targets).
+"""Training-step benchmark on the reference tiny nets (docs/algorithms.md §4, §9; issue 6 speed targets).
 
 Usage::
 

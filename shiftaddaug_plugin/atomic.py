@@ -1,6 +1,6 @@
 """Atomic file writes: a temporary file in the target's folder, flushed to disk, then ``os.replace``-d over the
 target. A crash or error never leaves a half-written checkpoint or a corrupted previous file (DEVELOPERS guide,
-DESIGN §5). Light: standard library only."""
+docs/ARCHITECTURE.md). Light: standard library only."""
 from __future__ import annotations
 
 import os

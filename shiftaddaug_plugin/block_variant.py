@@ -1,11 +1,11 @@
-"""Block-variant (progressive) training schedule (DESIGN §2.6, ShiftAddAug §3.3).
+"""Block-variant (progressive) training schedule (docs/algorithms.md §6, ShiftAddAug §3.3).
 
 Training starts with every switchable target layer **multiplicative**; target layers then become
 **multiplication-free (MF)** one after the other, from shallow to deep, and from ``end`` on the whole target is MF
 (the network that is evaluated and exported). The switch only flips the ``mf_enabled`` flag of pre-built
 :class:`~shiftaddaug_plugin.layers.HybridConv2d` / :class:`~shiftaddaug_plugin.layers.HybridLinear` layers: all
 parameters exist from the start, so the optimizer, the EMA copy and the DDP wrapper built before training are
-unaffected (DESIGN §3: mmengine builds them before hooks run).
+unaffected (docs/ARCHITECTURE.md: mmengine builds them before hooks run).
 
 API for the training entry points (timm ``train/`` per epoch or per iteration, mmseg hook per iteration)::
 
@@ -121,7 +121,7 @@ def mf_count(progress: float, n: int) -> int:
 
 
 def mf_layers_at(progress: float, ordered_layers: Sequence[T]) -> list[T]:
-    """The MF prefix of ``ordered_layers`` (shallow -> deep) at ``progress`` in [0, 1] (pure; DESIGN §2.6)."""
+    """The MF prefix of ``ordered_layers`` (shallow -> deep) at ``progress`` in [0, 1] (pure; docs/algorithms.md §6)."""
     return list(ordered_layers[: mf_count(progress, len(ordered_layers))])
 
 
@@ -134,7 +134,7 @@ def set_all_mf(model: nn.Module, enabled: bool = True) -> int:
 
 
 class BlockVariantSchedule:
-    """Turn target layers MF from shallow to deep between ``start`` and ``end`` (DESIGN §2.6; module docstring).
+    """Turn target layers MF from shallow to deep between ``start`` and ``end`` (docs/algorithms.md §6; module docstring).
 
     Args:
         model: the converted hybrid model (or its DDP wrapper; ``.module`` is used). Needs >= 1 switchable layer.

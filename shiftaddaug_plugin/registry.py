@@ -1,4 +1,4 @@
-"""Registration of our operators in mmengine's *root* ``MODELS`` registry (DESIGN §3).
+"""Registration of our operators in mmengine's *root* ``MODELS`` registry (docs/ARCHITECTURE.md).
 
 mmcv's ``build_conv_layer`` looks conv types up in the root registry, so after registration
 ``conv_cfg=dict(type='ShiftConv2d')`` works in any mmseg module. Nothing here runs at ``import shiftaddaug_plugin``

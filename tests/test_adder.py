@@ -1,4 +1,4 @@
-"""AdderNet operator (DESIGN.md §2.2): forward / backward vs float64 naive loops, gradcheck, eager == compiled,
+"""AdderNet operator (docs/algorithms.md §2): forward / backward vs float64 naive loops, gradcheck, eager == compiled,
 memory bound of the eager path, backend selection and the AdderConv2d layer.
 
 Compilation is expensive (seconds per shape), so only the tests marked ``compiled`` compile, on two shapes
@@ -154,7 +154,7 @@ def test_backward_matches_naive_reference(shape: Shape) -> None:
 
 
 def test_weight_grad_is_conv_weight_grad_minus_rank_one_term() -> None:
-    """DESIGN §2.2: sum g (X - W) == conv2d_weight(X, g) - W * sum g, exactly (before scaling)."""
+    """docs/algorithms.md §2: sum g (X - W) == conv2d_weight(X, g) - W * sum g, exactly (before scaling)."""
     shape = _SHAPES[1]
     n, c, h, w, o, k, s, p, d, g = shape
     x, wt = _tensors(shape, torch.float64, seed=3)

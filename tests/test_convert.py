@@ -1,4 +1,4 @@
-"""Converter, plan, width sampling, export and audit (DESIGN §2.3-§2.4, §5, §6)."""
+"""Converter, plan, width sampling, export and audit (docs/algorithms.md §3-§4, §5, §6)."""
 from __future__ import annotations
 
 import copy

@@ -1,4 +1,4 @@
-"""Tests of the cost model (DESIGN §2.8): exact counts on hand-computable layers, hybrid eq. 4 accounting,
+"""Tests of the cost model (docs/algorithms.md §8): exact counts on hand-computable layers, hybrid eq. 4 accounting,
 exported MF models, cross-checks against torch's FlopCounterMode and mmengine's FlopAnalyzer, reports, plot, CLI."""
 from __future__ import annotations
 

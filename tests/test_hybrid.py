@@ -1,4 +1,4 @@
-"""Hybrid layers (ShiftAddAug eq. 4, DESIGN §2.3) against independent float64 references."""
+"""Hybrid layers (ShiftAddAug eq. 4, docs/algorithms.md §3) against independent float64 references."""
 from __future__ import annotations
 
 from typing import Any
@@ -22,7 +22,7 @@ def _eager_adder(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def q_weight(w: Tensor, bits: int = 5) -> Tensor:
-    """DeepShift-Q power-of-two rounding, written from DESIGN §2.1 (float64)."""
+    """DeepShift-Q power-of-two rounding, written from docs/algorithms.md §1 (float64)."""
     p_min = -(2 ** (bits - 1) - 1)
     mag = w.abs().clamp(2.0**p_min, 1.0)
     q = torch.sign(w) * torch.exp2(torch.round(torch.log2(mag)))
@@ -30,13 +30,13 @@ def q_weight(w: Tensor, bits: int = 5) -> Tensor:
 
 
 def q_input(x: Tensor, int_bits: int = 16, frac_bits: int = 16) -> Tensor:
-    """Fixed-point input (floor), DESIGN §2.1."""
+    """Fixed-point input (floor), docs/algorithms.md §1."""
     lo, hi = -(2.0 ** (int_bits - 1)), 2.0 ** (int_bits - 1) - 2.0**-frac_bits
     return (torch.floor(x * 2.0**frac_bits) / 2.0**frac_bits).clamp(lo, hi)
 
 
 def naive_adder(x: Tensor, w: Tensor, stride: Any, padding: Any, dilation: Any, groups: int) -> Tensor:
-    """Y[n,o,p] = -sum_{c,k} |X[n,c,p+k] - W[o,c,k]| with zero padding, via unfold (DESIGN §2.2)."""
+    """Y[n,o,p] = -sum_{c,k} |X[n,c,p+k] - W[o,c,k]| with zero padding, via unfold (docs/algorithms.md §2)."""
     n, _, h, wd = x.shape
     o, cg, kh, kw = w.shape
     st, pd, dl = (nn.modules.utils._pair(v) for v in (stride, padding, dilation))

@@ -1,4 +1,4 @@
-"""`import shiftaddaug_plugin` stays light (DESIGN §3, §6): no timm / mmengine / mmseg / mmcv, no dynamo/inductor
+"""`import shiftaddaug_plugin` stays light (docs/ARCHITECTURE.md, §6): no timm / mmengine / mmseg / mmcv, no dynamo/inductor
 (compilation machinery), no CUDA initialisation. Checked in a fresh interpreter."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Our operators in mmengine's root ``MODELS`` registry (DESIGN §3: ``conv_cfg=dict(type='ShiftConv2d')``).
+"""Our operators in mmengine's root ``MODELS`` registry (docs/ARCHITECTURE.md: ``conv_cfg=dict(type='ShiftConv2d')``).
 
 The first tests need only mmengine. Those marked ``mmseg`` build mmseg's MobileNetV2 through mmcv's
 ``build_conv_layer``; they skip only when ``import mmcv.ops`` fails (mmcv without compiled ops, or not built yet).

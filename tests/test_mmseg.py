@@ -1,4 +1,4 @@
-"""MMSegmentation integration (DESIGN §2.4-§2.6, §3 MMSegmentation/mmengine, §4): segmentor, hook, offline
+"""MMSegmentation integration (docs/algorithms.md §4-§6, docs/ARCHITECTURE.md): segmentor, hook, offline
 dataset, configs, export. Skipped (with the reason) only when mmcv's compiled ops cannot be imported."""
 from __future__ import annotations
 
@@ -258,7 +258,7 @@ def test_sort_keeps_target_and_permutes_optimizer_state(ext, data_root):
 
 def test_hook_block_variant_schedule(ext, data_root):
     """``block_variant_end=0.5`` of 8 iterations: target layers turn MF shallow -> deep over iterations 0..4 (exact
-    layer sets; DESIGN §2.6), all MF from iteration 4 on; recomputed from the iteration alone (resume)."""
+    layer sets; docs/algorithms.md §6), all MF from iteration 4 on; recomputed from the iteration alone (resume)."""
     from types import SimpleNamespace
 
     from shiftaddaug_plugin.layers import HybridConv2d, HybridLinear

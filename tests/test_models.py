@@ -1,4 +1,4 @@
-"""timm registrations of the reference tiny networks (DESIGN §2.9, §3 timm)."""
+"""timm registrations of the reference tiny networks (docs/algorithms.md §9, docs/ARCHITECTURE.md)."""
 from __future__ import annotations
 
 import importlib
@@ -19,14 +19,14 @@ from shiftaddaug_plugin.models import VALID_OPS, ModelVariant, parse_variant_kwa
 
 MODEL_NAMES = timm.list_models(module="shiftadd_nets")
 
-#: published figures (DESIGN §2.9): resolution, MACs (M), params (M), 1000 classes
+#: published figures (docs/algorithms.md §9): resolution, MACs (M), params (M), 1000 classes
 PUBLISHED = {
     "shiftadd_mcunet": (176, 81.8, 0.74),
     "shiftadd_mbv2_tiny": (144, 23.5, 0.75),
     "shiftadd_proxyless": (160, 35.7, 1.78),
 }
 
-# Reference definitions written out independently of the implementation (DESIGN §2.9):
+# Reference definitions written out independently of the implementation (docs/algorithms.md §9):
 # (stem, ds, [(expand list, kernel list, stride, out)], head block (e, k, out), head conv width or 0)
 _MB2 = [([6] * n, [3] * n, s, c) for n, s, c in ((2, 2, 8), (3, 2, 16), (4, 2, 24), (3, 1, 32), (3, 2, 56))]
 REFERENCE = {
@@ -113,7 +113,7 @@ def test_mac_counter_agrees_with_torch_flop_counter() -> None:
 @pytest.mark.parametrize("name,expected", [("shiftadd_mcunet", 2.6), ("shiftadd_mbv2_tiny", 1.1)])
 def test_cifar_resolution_macs(name: str, expected: float) -> None:
     counts = count_macs(timm.create_model(name, num_classes=100), 32)
-    assert round(counts.macs / 1e6, 1) == expected  # DESIGN gives these to 0.1M
+    assert round(counts.macs / 1e6, 1) == expected  # the published figures are given to 0.1M
 
 
 def _block_table(model: nn.Module) -> list[tuple[int, int, int, int, int, bool]]:
@@ -152,7 +152,7 @@ def test_exact_reference_structure(name: str) -> None:
 
 def test_proxyless_stage_first_block_has_no_shortcut() -> None:
     model = timm.create_model("shiftadd_proxyless")
-    first = model.blocks[4][0]  # 32 -> 32, stride 1: a shortcut only inside a stage (DESIGN §2.9)
+    first = model.blocks[4][0]  # 32 -> 32, stride 1: a shortcut only inside a stage (docs/algorithms.md §9)
     assert first.conv_pw.in_channels == first.conv_pwl.out_channels == 32 and first.conv_dw.stride == (1, 1)
     assert not first.has_skip and model.blocks[4][1].has_skip
 

@@ -1,4 +1,4 @@
-"""Two-stage NAS (DESIGN §2.7): space encoding, supernet extraction, cost/constraints, stage 2, Optuna search
+"""Two-stage NAS (docs/algorithms.md §7): space encoding, supernet extraction, cost/constraints, stage 2, Optuna search
 (resume, two workers), CLI and the shiftadd_custom timm entrypoint. Tiny supernet, 16 px, few trials."""
 from __future__ import annotations
 

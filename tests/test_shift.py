@@ -1,4 +1,4 @@
-"""DeepShift-Q shift operators (DESIGN §2.1): quantisers, float path, integer path, layers.
+"""DeepShift-Q shift operators (docs/algorithms.md §1): quantisers, float path, integer path, layers.
 
 References are independent float64 NumPy computations (naive loops), not the code under test.
 """

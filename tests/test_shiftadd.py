@@ -1,6 +1,6 @@
 """ShiftAddNet composite ``ShiftAddConv2d``: shift conv, then an out→out adder conv (stride 1, 'same' padding).
 
-The adder part is checked against an independent naive float64 loop of ``-Σ|x - w|`` (DESIGN §2.2); the shift
+The adder part is checked against an independent naive float64 loop of ``-Σ|x - w|`` (docs/algorithms.md §2); the shift
 part is verified in ``test_shift.py`` and reused here through ``ShiftConv2d`` with the same weights.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Channel sorting and BN recalibration of converted models (DESIGN §2.4)."""
+"""Channel sorting and BN recalibration of converted models (docs/algorithms.md §4)."""
 from __future__ import annotations
 
 import copy

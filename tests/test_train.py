@@ -1,4 +1,4 @@
-"""End-to-end tests of the timm augmentation-training entry point (``shiftaddaug_plugin.train``, DESIGN §2.4, §5).
+"""End-to-end tests of the timm augmentation-training entry point (``shiftaddaug_plugin.train``, docs/algorithms.md §4, §5).
 
 Runs are tiny (128 Fashion-MNIST images at 16 px, MCUNet at width 0.25, batch 32, 2 epochs) and single-threaded:
 on a shared 2-core machine OpenMP spin-waiting makes multi-threaded tiny convolutions 10-50x slower.
@@ -80,7 +80,7 @@ def test_end_to_end_export_matches_last_evaluation(full_run: tuple[dict, Path]) 
     assert round(summary["eval_top1"], 4) == float(last["eval_top1"])
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["exported_top1"] == summary["exported_top1"]
-    # multiplication-free apart from the stem conv the converter keeps multiplicative (DESIGN §2.3)
+    # multiplication-free apart from the stem conv the converter keeps multiplicative (docs/algorithms.md §3)
     assert on_disk["cost"]["multiplicative_layers"] == ["conv_stem"]
     assert on_disk["cost"]["shifts"] > 10 * on_disk["cost"]["mults"]
 
@@ -184,7 +184,7 @@ def test_resume_after_the_last_epoch_finishes_the_export(full_run: tuple[dict, P
 @needs_fmnist
 def test_remap_fc_is_pretrained_then_frozen_and_kept_out_of_the_optimizer(tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """DESIGN §2.5: eq. 5's FC is pre-trained, then frozen for augmented training (jointly trained with SGD it
+    """docs/algorithms.md §5: eq. 5's FC is pre-trained, then frozen for augmented training (jointly trained with SGD it
     blew the adder weights up: loss 1e5 within an epoch)."""
     from shiftaddaug_plugin.functional.adder import BACKEND_ENV
     from shiftaddaug_plugin.train.checkpoint import load_checkpoint
@@ -313,7 +313,7 @@ def test_joint_loss_is_target_plus_alpha_augmented() -> None:
 
 def test_block_variant_schedule_goes_shallow_to_deep() -> None:
     """``--block-variant linear --block-variant-end 0.5`` over 4 epochs: exact MF layer sets per epoch, on the model
-    and on its EMA copy (DESIGN §2.6); ``none``: all MF from epoch 0."""
+    and on its EMA copy (docs/algorithms.md §6); ``none``: all MF from epoch 0."""
     import timm
 
     import shiftaddaug_plugin.models  # noqa: F401

@@ -1,5 +1,5 @@
 """Shared helper of tools/train_mmseg.py and tools/test_mmseg.py: run one of mmseg's own tools (shipped in the
-wheel at ``mmseg/.mim/tools/``) unchanged, with the ShiftAddAug plugin registered first (DESIGN §3)."""
+wheel at ``mmseg/.mim/tools/``) unchanged, with the ShiftAddAug plugin registered first (docs/ARCHITECTURE.md)."""
 from __future__ import annotations
 
 import importlib.util

@@ -2,7 +2,7 @@
 # Build mmcv 2.1.0 *with its compiled ops* from the PyPI sdist and install it into the given Python.
 #
 # Why: PyPI has no mmcv wheel for this torch; mmcv 2.1.0's setup.py hard-codes -std=c++17 while the
-# torch 2.14 headers need C++20 (DESIGN.md §3). We raise the flag, build once, keep the wheel in a cache
+# torch 2.14 headers need C++20 (docs/ARCHITECTURE.md). We raise the flag, build once, keep the wheel in a cache
 # directory OUTSIDE the repository and reuse it on every later set-up.
 #
 # Usage: tools/build_mmcv.sh [PYTHON]      (default: .venv/bin/python)

@@ -5,11 +5,11 @@ Both runs train the *same* target network (MCUNet with shift target layers, 1 x 
 same Fashion-MNIST subset for the same number of epochs and batches, from configs/timm/fashion_mnist_mcunet_shiftaug.yaml:
 
 * **ShiftAddAug**: the target is trained inside the wider hybrid network (joint loss, width/expand sampling, channel
-  sorting, BN recalibration; DESIGN §2.4);
+  sorting, BN recalibration; docs/algorithms.md §4);
 * **baseline** (``--no-aug``): the target MF network alone.
 
 Both are exported, rebuilt from the exported files and evaluated on held-out test images; the script prints the two
-accuracies side by side with the exported network's operator counts and energy (cost model, DESIGN §2.8) next to
+accuracies side by side with the exported network's operator counts and energy (cost model, docs/algorithms.md §8) next to
 the multiplicative network of the same architecture. Sized to finish in about 10 minutes on 2 CPU cores: the two
 runs go in parallel, one thread each (tiny convolutions scale poorly across threads, and a 2-core machine runs two
 single-thread jobs at full speed). Results land in ``--output`` (default ``runs/demo``).

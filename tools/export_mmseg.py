@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Turn a ShiftAddAug MMSegmentation training checkpoint into the exported MF target checkpoint, and print its
-operator counts (multiplications / shifts / additions, energy; DESIGN §2.8)::
+operator counts (multiplications / shifts / additions, energy; docs/algorithms.md §8)::
 
     python tools/export_mmseg.py CONFIG work_dirs/x/iter_400.pth [--out PATH] [--recalib-images N]
         [--input-size H W] [--counts-json PATH] [--cfg-options k=v ...]

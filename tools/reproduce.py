@@ -16,7 +16,7 @@ Experiment groups (``--only`` takes one or more, comma separated; ``--seeds`` ov
   target network with no augmented channel.
 * ``ablation-remap``: AddAug with heterogeneous weight sharing (eq. 5, ``ConvertConfig.remap=True``); "off" is
   the main table's AddAug (same seeds, same recipe).
-* ``ablation-block-variant``: ShiftAug / AddAug with ``--block-variant linear`` (DESIGN §2.6); "off" = main table.
+* ``ablation-block-variant``: ShiftAug / AddAug with ``--block-variant linear`` (docs/algorithms.md §6); "off" = main table.
 * ``ablation-aug-dims``: ShiftAug with width augmentation only (expand list ``[1.0]``) and expand augmentation only
   (width list ``[1.0]``); "both" = main table's ShiftAug.
   (All ablations use MCUNet.)
@@ -50,7 +50,7 @@ across threads, a 2-core machine runs two single-thread jobs at full speed); eac
 
 At the end (and with ``--report-only``) the script writes ``results/results.json`` (every run and the aggregated
 rows), ``results/results.md`` (markdown tables: top-1 mean +- sample std over seeds, MACs, multiplications, shifts,
-additions, energy of the exported target network from the cost model, DESIGN §2.8) and
+additions, energy of the exported target network from the cost model, docs/algorithms.md §8) and
 ``results/accuracy_energy.png`` (mean top-1 vs energy, Pareto front marked).
 """
 from __future__ import annotations
@@ -159,7 +159,7 @@ GROUPS: dict[str, tuple[str, str, tuple[RowSpec, ...]]] = {
         RowSpec("ShiftAug expand-only", "shift", True, extra=("--aug-width-mult-list", "1.0")))),
     "seg": ("seg", "mbv2_tiny_fcn", _SEG_ROWS),
 }
-#: NetAug's width lists (DESIGN §2.4); the expand list [1.0, 1.6, 2.2, 2.8] comes from the yaml recipe
+#: NetAug's width lists (docs/algorithms.md §4); the expand list [1.0, 1.6, 2.2, 2.8] comes from the yaml recipe
 _NETAUG_WIDTH = {"shiftadd_mcunet": (1.0, 1.6, 2.2), "shiftadd_mbv2_tiny": (1.0, 1.8, 2.6)}
 _SHORT_MODEL = {"shiftadd_mcunet": "mcunet", "shiftadd_mbv2_tiny": "mbv2tiny", "mbv2_tiny_fcn": "mbv2tinyfcn"}
 
@@ -266,7 +266,7 @@ def build_command(spec: RunSpec, budget: Budget, runs_dir: Path) -> list[str]:
             cmd += ["--val-subset", str(budget.val_subset)]
         if not spec.aug:
             cmd.append("--no-aug")
-        cmd += ["--aug-width-mult-list", *[str(v) for v in _NETAUG_WIDTH[spec.model]]]  # DESIGN §2.4 per model
+        cmd += ["--aug-width-mult-list", *[str(v) for v in _NETAUG_WIDTH[spec.model]]]  # docs/algorithms.md §4 per model
         cmd += list(spec.extra)  # ablation flags come last: argparse keeps the last value
         if (out / "last.pth.tar").is_file() and run_status(spec, runs_dir) == "partial":
             cmd += ["--resume", str(out / "last.pth.tar")]

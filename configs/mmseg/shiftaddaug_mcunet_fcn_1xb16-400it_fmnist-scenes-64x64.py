@@ -1,4 +1,4 @@
-# timm backbone path: mmseg's TIMMBackbone building our registered `shiftadd_mcunet` (DESIGN §2.9) as a
+# timm backbone path: mmseg's TIMMBackbone building our registered `shiftadd_mcunet` (docs/algorithms.md §9) as a
 # features_only network (output stride 8), converted to a ShiftAddAug hybrid network with the FCN head.
 _base_ = ['./shiftaddaug_mobilenet-v2-tiny_fcn_1xb16-400it_fmnist-scenes-64x64.py']
 model = dict(

@@ -9,7 +9,7 @@ _base_ = [
 ]
 max_iters = 400
 randomness = dict(seed=0)
-# tiny-net recipe (DESIGN §2.4): SGD nesterov, cosine with warm-up, no weight decay on norms and biases
+# tiny-net recipe (docs/algorithms.md §4): SGD nesterov, cosine with warm-up, no weight decay on norms and biases
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='SGD', lr=0.05, momentum=0.9, nesterov=True, weight_decay=4e-5),

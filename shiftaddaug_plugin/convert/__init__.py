@@ -1,4 +1,4 @@
-"""Dense model -> hybrid training model -> exported multiplication-free target (DESIGN §2.3-§2.4, §6).
+"""Dense model -> hybrid training model -> exported multiplication-free target (docs/algorithms.md §3-§4, §6).
 
 ``analyze`` (plan) -> ``convert`` (rewrite) -> per step ``sample_active_widths`` -> per epoch ``sort_channels`` ->
 ``recalibrate_bn`` -> ``export`` -> ``audit``. See docs/convert.md.

@@ -1,4 +1,4 @@
-"""Audit: which layers of a (converted or exported) model still multiply (DESIGN §1, §2.8).
+"""Audit: which layers of a (converted or exported) model still multiply (docs/ARCHITECTURE.md, §8).
 
 Multiplicative layers are ``nn.Conv*`` / ``nn.Linear`` modules that are not shift / adder / shift-add layers, and
 hybrid layers whose target part is multiplicative (``op='mult'`` or ``mf_enabled=False``). Batch norms are not

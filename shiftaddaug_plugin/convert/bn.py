@@ -1,4 +1,4 @@
-"""BatchNorm recalibration of the target network (DESIGN §2.4: before every evaluation and before export).
+"""BatchNorm recalibration of the target network (docs/algorithms.md §4: before every evaluation and before export).
 
 After augmented training the running statistics of the target slice were accumulated over a mix of sub-networks;
 :func:`recalibrate_bn` re-estimates them on the target network alone: ``Mode.TARGET``, every batch norm in
@@ -41,7 +41,7 @@ def recalibrate_bn(
     *,
     forward_fn: Callable[[nn.Module, Tensor], Any] | None = None,
 ) -> int:
-    """Re-estimate target-network BN statistics from ``num_images`` training images (DESIGN §2.4).
+    """Re-estimate target-network BN statistics from ``num_images`` training images (docs/algorithms.md §4).
 
     Args:
         model: converted (or plain) model; its batch norms' running statistics are overwritten.

@@ -1,4 +1,4 @@
-"""Conversion settings (DESIGN §2.3-§2.4): which operator the target channels use and how far layers widen.
+"""Conversion settings (docs/algorithms.md §3-§4): which operator the target channels use and how far layers widen.
 
 :class:`ConvertConfig` is validated on construction (``__post_init__``) so that a bad setting fails where it is
 written, with the fix in the message. :func:`augmented_width` is the single place that turns a target width and a
@@ -39,7 +39,7 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
 
 
 def augmented_width(target: int, multiplier: float, divisor: int = 8) -> int:
-    """Channel count of a group of ``target`` channels widened by ``multiplier`` (DESIGN §2.4).
+    """Channel count of a group of ``target`` channels widened by ``multiplier`` (docs/algorithms.md §4).
 
     ``multiplier == 1`` returns ``target`` unchanged (no augmentation, even when ``target`` is not a multiple of
     ``divisor``); otherwise ``make_divisible(target * multiplier, divisor)``, never below ``target``."""
@@ -66,7 +66,7 @@ def _check_multipliers(name: str, values: Any) -> tuple[float, ...]:
 
 @dataclass
 class ConvertConfig:
-    """How :func:`~shiftaddaug_plugin.convert.convert` builds the hybrid network (DESIGN §2.3-§2.4).
+    """How :func:`~shiftaddaug_plugin.convert.convert` builds the hybrid network (docs/algorithms.md §3-§4).
 
     Attributes:
         op: target operator of converted convs: ``'shift'`` (default), ``'adder'``, ``'shiftadd'`` or ``'mult'``.

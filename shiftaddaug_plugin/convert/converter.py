@@ -1,4 +1,4 @@
-"""Rewrite: dense model -> hybrid training model (DESIGN §2.3; torchao ``quantize_(model, config, filter_fn)``).
+"""Rewrite: dense model -> hybrid training model (docs/algorithms.md §3; torchao ``quantize_(model, config, filter_fn)``).
 
 :func:`convert` = :func:`~.plan.analyze` (which channels widen, by how much, which operator) followed by one generic
 walker that replaces every planned leaf through the exact-type handler table (:mod:`.handlers`). The plan is
@@ -37,7 +37,7 @@ def convert(
     inplace: bool = False,
     forward_fn: ForwardFn | None = None,
 ) -> nn.Module:
-    """Convert a dense model into a hybrid ShiftAddAug model (ShiftAddAug eq. 4, DESIGN §2.3-§2.4).
+    """Convert a dense model into a hybrid ShiftAddAug model (ShiftAddAug eq. 4, docs/algorithms.md §3-§4).
 
     Every ``nn.Conv2d`` / ``nn.Linear`` / ``nn.BatchNorm2d`` / timm ``BatchNormAct2d`` the analysis reached (and
     ``filter_fn(module, name)`` accepts) becomes its hybrid counterpart at the group's **maximum** width; the dense

@@ -1,4 +1,4 @@
-"""Export: hybrid training model -> slim multiplication-free target model (DESIGN §2.3, §5).
+"""Export: hybrid training model -> slim multiplication-free target model (docs/algorithms.md §3, §5).
 
 :func:`export` is pure: it deep-copies the model, replaces every *exportable* module by the result of its
 ``export()`` and drops the conversion plan. The result computes what the training model computes in

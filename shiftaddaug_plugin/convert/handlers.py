@@ -1,4 +1,4 @@
-"""The leaf rewrite table: exact module type -> hybrid builder (DESIGN §2.3, §6 Brevitas anchor).
+"""The leaf rewrite table: exact module type -> hybrid builder (docs/algorithms.md §3, §6 Brevitas anchor).
 
 Analysis (:mod:`.plan`) asks :func:`layer_kind` which leaves it may convert; the converter asks
 :func:`handler_for` how. Lookup is by **exact type**: a subclass of ``nn.Conv2d`` / ``nn.Linear`` / a batch norm

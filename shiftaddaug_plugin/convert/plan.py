@@ -1,4 +1,4 @@
-"""Analysis: which channels of a dense model widen together, and by which multipliers (DESIGN §2.3-§2.4).
+"""Analysis: which channels of a dense model widen together, and by which multipliers (docs/algorithms.md §3-§4).
 
 :func:`analyze` runs **one real forward pass** of the dense model under a ``TorchFunctionMode`` that sees every
 ``conv2d`` / ``batch_norm`` / ``linear`` / elementwise / ``cat`` / pooling / reshape call, maps parameters back to
@@ -35,7 +35,7 @@ Operators: ``config.op`` for convs, shift for linear layers; ``op_overrides`` fi
 (``keep_first_conv_mult``) and the output layers (``keep_classifier_mult``: linear layers and convs whose
 un-normalised output is a model output) may stay multiplicative. With ``op='adder'``/``'shiftadd'`` a conv whose
 output does not go straight into a batch norm (squeeze-excite convs, logits convs) uses ``'shift'`` instead:
-AdderNet outputs are large and negative and need a batch norm right after them (DESIGN §2.2); an explicit
+AdderNet outputs are large and negative and need a batch norm right after them (docs/algorithms.md §2); an explicit
 ``op_overrides`` entry still forces the adder there.
 
 The pass runs in eval mode under ``no_grad`` (flags restored). Every convertible layer must run in it (a module
@@ -626,7 +626,7 @@ def _resolve_op(name: str, kind: str, role: str, config: ConvertConfig, normed: 
     if kind == "linear":
         return "mult" if config.op == "mult" else "shift"
     if config.op in ("adder", "shiftadd") and not normed:
-        return "shift"  # adder outputs need a batch norm right after them (DESIGN §2.2)
+        return "shift"  # adder outputs need a batch norm right after them (docs/algorithms.md §2)
     return config.op
 
 

@@ -1,4 +1,4 @@
-"""Per-step width sampling of the augmented network (DESIGN §2.4, NetAug).
+"""Per-step width sampling of the augmented network (docs/algorithms.md §4, NetAug).
 
 Each training step the augmented model is one random member of the family: per channel group a multiplier from
 ``aug_expand_list`` (mid channels of inverted-residual blocks) or ``aug_width_mult_list`` (everything else that
@@ -60,7 +60,7 @@ def sample_widths(plan: ConversionPlan, rng: random.Random, width: bool = True, 
 
 def sample_active_widths(model: nn.Module, rng: random.Random, width: bool = True,
                          expand: bool = True) -> dict[int, int]:
-    """Draw and apply one augmented width configuration (DESIGN §2.4); returns ``{group id: width}``.
+    """Draw and apply one augmented width configuration (docs/algorithms.md §4); returns ``{group id: width}``.
 
     Args:
         rng: a ``random.Random`` (seed it identically on all ranks).

@@ -1,4 +1,4 @@
-"""Cost model (DESIGN §2.8): multiplications / additions / shifts per layer, parameters and their bit widths, peak
+"""Cost model (docs/algorithms.md §8): multiplications / additions / shifts per layer, parameters and their bit widths, peak
 activation memory and an energy estimate; text/Markdown/CSV/JSON reports; accuracy-vs-energy Pareto plots.
 
     from shiftaddaug_plugin.cost import count_ops, format_report

@@ -1,4 +1,4 @@
-"""``shiftaddaug-count``: cost report of a timm model, or a Pareto plot of runs (DESIGN §2.8).
+"""``shiftaddaug-count``: cost report of a timm model, or a Pareto plot of runs (docs/algorithms.md §8).
 
     shiftaddaug-count --model mobilenetv2_050 --input-size 3 64 64 --format md --per-layer
     shiftaddaug-count --model shiftadd_mcunet --model-kwargs num_classes=100 --checkpoint slim.pth --input-size 3 32 32

@@ -1,5 +1,5 @@
 """``count_ops``: per-layer multiplications / additions / shifts, parameters, peak activation memory and energy
-(DESIGN §2.8) of any ``nn.Module`` -- timm models, mmseg segmentors, hybrid and exported MF networks.
+(docs/algorithms.md §8) of any ``nn.Module`` -- timm models, mmseg segmentors, hybrid and exported MF networks.
 
 Counting runs one forward pass with forward hooks on the modules that have a cost rule (``rules.DEFAULT_RULES``,
 looked up by exact type), so actual input/output shapes are used (sliced hybrid widths, dynamic padding, any
@@ -246,7 +246,7 @@ def count_ops(
     warn: bool = True,
 ) -> CostReport:
     """Count multiplications, additions and shifts per layer and in total, with parameters (and bit widths),
-    peak activation memory and the energy estimate (DESIGN §2.8; conventions in ``shiftaddaug_plugin.cost.rules``).
+    peak activation memory and the energy estimate (docs/algorithms.md §8; conventions in ``shiftaddaug_plugin.cost.rules``).
 
     Args:
         model: any module; run once in eval mode under ``torch.no_grad`` (training flags restored afterwards).

@@ -1,4 +1,4 @@
-"""Energy per arithmetic operation (DESIGN §2.8).
+"""Energy per arithmetic operation (docs/algorithms.md §8).
 
 Values in picojoules for a 45 nm process (Horowitz, ISSCC 2014), as used by ShiftAddNet (NeurIPS 2020) and
 ShiftAddNAS (ICML 2022) to compare multiplicative, shift and adder networks:

@@ -1,4 +1,4 @@
-"""Accuracy-vs-energy Pareto chart of a set of runs (ShiftAddAug's CIFAR-100 figure style; DESIGN §2.8).
+"""Accuracy-vs-energy Pareto chart of a set of runs (ShiftAddAug's CIFAR-100 figure style; docs/algorithms.md §8).
 
 Runs are dicts (or a JSON file of a list of dicts) with ``name``, ``accuracy`` and ``energy`` (any consistent unit,
 e.g. uJ from ``CostReport.energy_pj * 1e-6``); an optional ``group`` (e.g. 'multiplicative', 'ShiftAddAug')

@@ -1,4 +1,4 @@
-"""Tables of a ``CostReport``: plain text, Markdown, CSV and JSON (DESIGN §2.8)."""
+"""Tables of a ``CostReport``: plain text, Markdown, CSV and JSON (docs/algorithms.md §8)."""
 from __future__ import annotations
 
 import csv

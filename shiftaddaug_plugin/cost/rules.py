@@ -1,4 +1,4 @@
-"""Operation counts per layer type (DESIGN §2.8), looked up by **exact** type.
+"""Operation counts per layer type (docs/algorithms.md §8), looked up by **exact** type.
 
 A rule sees one call of a module: its actual input and output tensors (channel counts, spatial sizes and batch come
 from them, so sliced hybrid layers and dynamic padding are counted as run). Conventions:
@@ -140,10 +140,10 @@ def _scale_op(counts: OpCounts, divisor: int, n_outputs: int) -> None:
 
 
 def shift_quant_bits(module: nn.Module) -> tuple[int, int, int, bool]:
-    """``(weight_bits, act_int_bits, act_frac_bits, found)`` of a shift layer (DESIGN §2.1).
+    """``(weight_bits, act_int_bits, act_frac_bits, found)`` of a shift layer (docs/algorithms.md §1).
 
     Read from the module's attributes, or from a ``config`` / ``quant_config`` / ``shift_config`` object with those
-    attributes; ``found`` is False when the DESIGN defaults (5, 16, 16) had to be assumed."""
+    attributes; ``found`` is False when the DeepShift defaults (5, 16, 16) had to be assumed."""
     for holder in (module, *(getattr(module, n, None) for n in ("config", "quant_config", "shift_config"))):
         if holder is None:
             continue
@@ -248,7 +248,7 @@ def _shift_estimate(module: nn.Module, macs: int, bias_adds: int, op: str) -> La
     act_bits = a_int + a_frac
     w = int(module.weight.numel())
     b = _bias_numel(module)
-    note = "" if found else "quantisation attributes not found: DESIGN defaults (5-bit weights, 16+16-bit input) assumed"
+    note = "" if found else "quantisation attributes not found: DeepShift defaults (5-bit weights, 16+16-bit input) assumed"
     return LayerEstimate(
         op=op, counts=OpCounts(shifts=macs, adds=macs + bias_adds, macs=macs),
         params=w + b, param_bits=w * w_bits + b * act_bits,  # bias stored at accumulator (fixed-point) width
@@ -370,7 +370,7 @@ def hybrid_conv_rule(module: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: C
     else:
         raise ValueError(
             f"HybridConv2d with groups={module.groups} (in={module.in_channels}, out={module.out_channels}) is "
-            "neither dense (groups=1) nor depthwise; the cost model knows only those two (DESIGN §2.3)"
+            "neither dense (groups=1) nor depthwise; the cost model knows only those two (docs/algorithms.md §3)"
         )
     return _hybrid_estimate(module, name, t_macs, a_macs, merge, bias_adds, t_params, a_params, bias_params, ctx,
                             adder_macs=adder_macs, adder_params=adder_params)

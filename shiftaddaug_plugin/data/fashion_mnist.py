@@ -1,4 +1,4 @@
-"""Fashion-MNIST read from the original idx files shipped offline by Debian (DESIGN §4).
+"""Fashion-MNIST read from the original idx files shipped offline by Debian (docs/ARCHITECTURE.md).
 
 The Debian package ``dataset-fashion-mnist`` installs ``{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz`` under
 ``/usr/share/datasets/fashion-mnist/``. Nothing is downloaded: the folder is ``root=`` if given, else

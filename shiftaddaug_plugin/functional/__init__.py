@@ -1,7 +1,7 @@
 """The maths of the multiplication-free operators, without module state.
 
-* ``shift``: DeepShift-Q power-of-two weights and fixed-point inputs (DESIGN §2.1), float and integer paths.
-* ``adder``: AdderNet ``-Σ|x - w|`` with its full-precision / adaptive-scaled backward (DESIGN §2.2).
+* ``shift``: DeepShift-Q power-of-two weights and fixed-point inputs (docs/algorithms.md §1), float and integer paths.
+* ``adder``: AdderNet ``-Σ|x - w|`` with its full-precision / adaptive-scaled backward (docs/algorithms.md §2).
 """
 from .adder import adder_conv2d, autotune_choices, clear_autotune_cache, resolve_backend
 from .shift import (

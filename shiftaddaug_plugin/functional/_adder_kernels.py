@@ -1,4 +1,4 @@
-"""Tensor formulations of the AdderNet operator (DESIGN.md §2.2), shared by the compiled and the eager paths.
+"""Tensor formulations of the AdderNet operator (docs/algorithms.md §2), shared by the compiled and the eager paths.
 
 Nothing here compiles or keeps state: :mod:`shiftaddaug_plugin.functional.adder` wraps these functions with
 ``torch.compile`` (whole-function, static shapes) or calls the ``eager_*`` chunked variants.

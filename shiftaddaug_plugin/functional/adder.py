@@ -1,4 +1,4 @@
-"""AdderNet convolution ``Y = -sum |X - W|`` with AdderNet's gradients, fast on CPU (DESIGN.md §2.2).
+"""AdderNet convolution ``Y = -sum |X - W|`` with AdderNet's gradients, fast on CPU (docs/algorithms.md §2).
 
 Public API
 ----------
@@ -469,7 +469,7 @@ class _AdderConv2dFunction(torch.autograd.Function):
 def adder_conv2d(x: Tensor, weight: Tensor, stride: IntOrPair = 1, padding: IntOrPair = 0,
                  dilation: IntOrPair = 1, groups: int = 1, eta: float = 0.2, *, grad_mode: str = "spec",
                  backend: Optional[str] = None) -> Tensor:
-    """AdderNet 2-D convolution ``Y = -sum_{c,k} |X - W|`` (DESIGN.md §2.2; AdderNet eq. 2, gradients eqs. 5-13).
+    """AdderNet 2-D convolution ``Y = -sum_{c,k} |X - W|`` (docs/algorithms.md §2; AdderNet eq. 2, gradients eqs. 5-13).
 
     Args:
         x: input (N, C, H, W).

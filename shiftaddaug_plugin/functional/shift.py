@@ -1,4 +1,4 @@
-"""DeepShift-Q shift operators: power-of-two weights, fixed-point inputs (DESIGN §2.1).
+"""DeepShift-Q shift operators: power-of-two weights, fixed-point inputs (docs/algorithms.md §1).
 
 A shift layer multiplies nothing: every weight is ``sign · 2^p`` with an integer ``p`` in ``[p_min, 0]`` and every
 input is a fixed-point number, so ``x · w`` is the integer ``X_int`` shifted by ``p`` bits (and negated for a
@@ -73,7 +73,7 @@ def _is_int(value: object) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class ShiftQuantConfig:
-    """Quantisation format of a DeepShift-Q shift layer (DESIGN §2.1).
+    """Quantisation format of a DeepShift-Q shift layer (docs/algorithms.md §1).
 
     Args:
         weight_bits: 1 sign bit + ``weight_bits - 1`` shift bits, so ``p ∈ [-(2^(weight_bits-1) - 1), 0]``;
@@ -189,7 +189,7 @@ def _masked_grad(grad: Tensor, keep_grad: Tensor) -> Tensor:
 
 class _MaskedSTE(torch.autograd.Function):
     """Straight-through estimator with a fixed value: forward returns ``quantised``, backward ``g`` masked by
-    ``keep_grad`` (DESIGN §2.1 STE). Same values and gradients as :func:`_ste`, with one backward op."""
+    ``keep_grad`` (docs/algorithms.md §1 STE). Same values and gradients as :func:`_ste`, with one backward op."""
 
     @staticmethod
     def forward(ctx: Any, source: Tensor, quantised: Tensor, keep_grad: Tensor) -> Tensor:  # noqa: D102
@@ -203,7 +203,7 @@ class _MaskedSTE(torch.autograd.Function):
 
 
 def round_weight_to_power_of_two(weight: Tensor, config: ShiftQuantConfig | None = None) -> Tensor:
-    """DeepShift-Q weight quantiser (DESIGN §2.1), straight-through, out of place.
+    """DeepShift-Q weight quantiser (docs/algorithms.md §1), straight-through, out of place.
 
     ``W_q = sign(W) · 2^round(log2(clamp(|W|, 2^p_min, 2^p_max)))``; exact zeros stay 0. Returns a new tensor of
     ``weight``'s dtype; ``weight`` is never modified. Gradient: identity where ``|W| ≤ 2^p_max``, 0 where saturated.
@@ -255,7 +255,7 @@ class _FixedPointSTE(torch.autograd.Function):
       ``c`` is moved onto the grid in place. Clamping before flooring gives the same values: ``lo`` and ``hi`` are
       grid points (in float32 ``hi`` may round up to ``2^(i-1)``, also a grid point).
 
-    Backward: ``g`` where ``lo ≤ x ≤ hi``, 0 elsewhere (DESIGN §2.1 STE), exactly as :func:`_ste`.
+    Backward: ``g`` where ``lo ≤ x ≤ hi``, 0 elsewhere (docs/algorithms.md §1 STE), exactly as :func:`_ste`.
     The bounds are compared in ``x``'s dtype, like the plain formulation.
     """
 
@@ -279,7 +279,7 @@ class _FixedPointSTE(torch.autograd.Function):
 
 
 def quantize_input_fixed_point(x: Tensor, config: ShiftQuantConfig | None = None) -> Tensor:
-    """Fixed-point input quantiser (DESIGN §2.1), straight-through.
+    """Fixed-point input quantiser (docs/algorithms.md §1), straight-through.
 
     ``x_q = clamp(floor(x·2^f)/2^f, -2^(i-1), 2^(i-1) - 2^-f)`` (``round`` instead of ``floor`` when
     ``act_rounding='round'``, ties to even). Gradient: identity inside the representable range, 0 outside.
@@ -350,7 +350,7 @@ def shift_conv2d(
     groups: int = 1,
     config: ShiftQuantConfig | None = None,
 ) -> Tensor:
-    """Shift convolution, float path (training and float evaluation; DESIGN §2.1).
+    """Shift convolution, float path (training and float evaluation; docs/algorithms.md §1).
 
     ``conv2d(x_q, W_q) + b_q`` with :func:`quantize_input_fixed_point` (if ``config.quantize_input``) and
     :func:`round_weight_to_power_of_two`, both straight-through. Zero padding only (pad other modes outside).
@@ -431,7 +431,7 @@ def shift_conv2d_integer(
     groups: int = 1,
     config: ShiftQuantConfig | None = None,
 ) -> Tensor:
-    """Shift convolution evaluated in integers (DESIGN §2.1 eval path), multiplication free.
+    """Shift convolution evaluated in integers (docs/algorithms.md §1 eval path), multiplication free.
 
     ``X_int = x_q · 2^f`` (int64) and ``W_q = sign · 2^(P + p_min)``, so
     ``Y = 2^(p_min - f) · (Σ_{c,tap} ±(X_int << P) + (B_int << -p_min))``: the accumulator uses only

@@ -1,4 +1,4 @@
-"""``AdderConv2d``: AdderNet convolution layer (DESIGN.md §2.2, docs/ARCHITECTURE.md "layers")."""
+"""``AdderConv2d``: AdderNet convolution layer (docs/algorithms.md §2, docs/ARCHITECTURE.md "layers")."""
 from __future__ import annotations
 
 import math
@@ -25,7 +25,7 @@ class AdderConv2d(nn.Conv2d):
     weight gradient with adaptive scaling (``eta``) and the HardTanh input gradient.
 
     Must be followed by BatchNorm: adder outputs are all negative with a large, input-dependent magnitude;
-    without normalisation training stays at chance (AdderNet §3.3, DESIGN.md §2.2).
+    without normalisation training stays at chance (AdderNet §3.3, docs/algorithms.md §2).
 
     Differences from ``nn.Conv2d``: weights are initialised from ``N(0, 1)`` as in AdderNet (filters are compared
     with batch-normalised activations, so they live on the activations' scale; Kaiming-scale weights make all

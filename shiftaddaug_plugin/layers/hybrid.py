@@ -1,6 +1,6 @@
 """Hybrid layers: multiplication-free target channels + multiplicative augmented channels (ShiftAddAug eq. 4).
 
-DESIGN §2.3. Each layer stores **one max-width weight**; the target network is its leading slice (NetAug). The
+docs/algorithms.md §3. Each layer stores **one max-width weight**; the target network is its leading slice (NetAug). The
 converter builds these layers, sets the augmented widths per training step (``active_out_channels`` here, the
 input width is read from the incoming tensor), switches ``mode`` with :func:`shiftaddaug_plugin.modes.set_mode`,
 and finally calls :meth:`export` on every layer to obtain the slim multiplication-free target network.
@@ -19,7 +19,7 @@ ordinary multiplicative convolution.
 * ``Mode.AUGMENTED``, depthwise (``groups == in == out``): ``Y = cat(MF(X[:, :C_t], W[:C_t]), conv(X[:, C_t:],
   W[C_t:C_in]))`` with ``C_in = x.shape[1]``; the output width follows the input, ``active_out_channels`` is unused.
 
-Heterogeneous weight sharing (eq. 5, DESIGN §2.5): with ``remap`` the adder of an ``'adder'`` layer reads
+Heterogeneous weight sharing (eq. 5, docs/algorithms.md §5): with ``remap`` the adder of an ``'adder'`` layer reads
 ``r(FC(W[:O_t, :I_t]))`` instead of the stored (Gaussian) slice; the multiplicative part always reads the stored
 weight, shift layers read it through power-of-two rounding.
 """
@@ -78,7 +78,7 @@ def _cat_channels(parts: list[Tensor]) -> Tensor:
 
 
 def _adder_fp32(x: Tensor, weight: Tensor, stride: Any, padding: Any, dilation: Any, groups: int, eta: float) -> Tensor:
-    """AdderNet conv with its sums in (at least) fp32, also under autocast (DESIGN §2.2).
+    """AdderNet conv with its sums in (at least) fp32, also under autocast (docs/algorithms.md §2).
 
     Under autocast the fp32 result is returned (like autocast's fp32 ops); outside autocast it is cast back to the
     input dtype."""
@@ -97,7 +97,7 @@ def _add_bias(y: Tensor, bias: Tensor | None) -> Tensor:
 
 
 class HybridConv2d(nn.Conv2d):
-    """Conv whose target channels use a multiplication-free operator (ShiftAddAug eq. 4, DESIGN §2.3).
+    """Conv whose target channels use a multiplication-free operator (ShiftAddAug eq. 4, docs/algorithms.md §3).
 
     Args:
         in_channels, out_channels: the **maximum** (augmented) widths; ``weight`` has shape
@@ -121,7 +121,7 @@ class HybridConv2d(nn.Conv2d):
     Attributes (the converter's interface):
         target_in_channels, target_out_channels (read-only), active_out_channels (augmented output width,
         ``target_out <= v <= out_channels``, default ``out_channels``), mf_enabled (``False``: the target part is an
-        ordinary conv, block-variant training §2.6), mode (:class:`Mode`, default ``AUGMENTED``), op, op_kwargs,
+        ordinary conv, block-variant training §6), mode (:class:`Mode`, default ``AUGMENTED``), op, op_kwargs,
         remap, and for ``'shiftadd'`` the parameter ``adder_weight`` of shape ``(O_t, O_t // g_t, kh, kw)`` with
         ``g_t = 1`` (dense) or ``C_t`` (depthwise). State-dict keys: ``weight``, ``bias``, ``adder_weight``,
         ``remap.*``.
@@ -369,7 +369,7 @@ class HybridConv2d(nn.Conv2d):
 
 
 class HybridLinear(nn.Linear):
-    """Classifier with a shift target part and multiplicative augmented inputs (ShiftAddAug eq. 4, DESIGN §2.3).
+    """Classifier with a shift target part and multiplicative augmented inputs (ShiftAddAug eq. 4, docs/algorithms.md §3).
 
     ``in_features`` is the maximum width; outputs are not widened. ``Mode.TARGET``: ``Y = ShiftLinear(X)`` with
     ``W[:, :I_t]`` and the bias; ``Mode.AUGMENTED``: ``Y = shift_linear(X[..., :I_t], W[:, :I_t], bias) +
@@ -457,7 +457,7 @@ class HybridLinear(nn.Linear):
 
 
 class HybridBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm widened with its hybrid conv (DESIGN §2.3): the leading ``x.shape[1]`` channels are used.
+    """BatchNorm widened with its hybrid conv (docs/algorithms.md §3): the leading ``x.shape[1]`` channels are used.
 
     ``num_features`` is the maximum width. ``forward`` slices ``weight``, ``bias``, ``running_mean`` and
     ``running_var`` to the input's channel count; the running statistics of that leading slice are updated in place
@@ -546,7 +546,7 @@ class HybridBatchNorm2d(nn.BatchNorm2d):
 
 
 class HybridBatchNormAct2d(HybridBatchNorm2d):
-    """Hybrid version of timm's ``BatchNormAct2d`` (BN + drop + activation in one module), DESIGN §2.3.
+    """Hybrid version of timm's ``BatchNormAct2d`` (BN + drop + activation in one module), docs/algorithms.md §3.
 
     Same slicing as :class:`HybridBatchNorm2d`; keeps timm's ``drop`` and ``act`` children. Build it from an
     existing timm module with :meth:`from_timm` (keeps copies of its ``act``/``drop``) or directly with timm's

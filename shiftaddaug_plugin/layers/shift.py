@@ -1,4 +1,4 @@
-"""DeepShift-Q shift layers: ``ShiftConv2d`` and ``ShiftLinear`` (DESIGN §2.1).
+"""DeepShift-Q shift layers: ``ShiftConv2d`` and ``ShiftLinear`` (docs/algorithms.md §1).
 
 Thin ``nn.Conv2d`` / ``nn.Linear`` subclasses: the stored ``weight`` / ``bias`` stay ordinary float parameters
 (Gaussian-initialised like the parent class, shareable with multiplicative layers), and every forward reads them
@@ -62,7 +62,7 @@ def _check_plain(module: nn.Module, expected: type, caller: str) -> None:
 
 
 class ShiftConv2d(nn.Conv2d):
-    """2-D convolution with power-of-two weights and fixed-point inputs (DeepShift-Q, DESIGN §2.1).
+    """2-D convolution with power-of-two weights and fixed-point inputs (DeepShift-Q, docs/algorithms.md §1).
 
     Same constructor as ``nn.Conv2d`` plus keyword-only quantisation settings (see :class:`ShiftQuantConfig`):
     ``weight_bits`` (5 → shifts ``p ∈ [-15, 0]``), ``act_int_bits`` / ``act_frac_bits`` (16 / 16),
@@ -149,7 +149,7 @@ class ShiftConv2d(nn.Conv2d):
 
 
 class ShiftLinear(nn.Linear):
-    """Fully connected layer with power-of-two weights and fixed-point inputs (DeepShift-Q, DESIGN §2.1).
+    """Fully connected layer with power-of-two weights and fixed-point inputs (DeepShift-Q, docs/algorithms.md §1).
 
     Same constructor as ``nn.Linear`` plus the keyword-only quantisation settings of :class:`ShiftConv2d`.
     """

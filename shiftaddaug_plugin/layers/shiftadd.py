@@ -1,4 +1,4 @@
-"""ShiftAddNet composite layer: a shift convolution followed by an adder convolution (DESIGN §1, §2.1, §2.2).
+"""ShiftAddNet composite layer: a shift convolution followed by an adder convolution (docs/ARCHITECTURE.md, §1, §2).
 
 ``ShiftAddConv2d(in, out, k, stride, padding, dilation, groups)`` computes
 
@@ -11,7 +11,7 @@ count the module's own weight as a shift conv and ``.adder`` separately (it is n
 ``ShiftConv2d``, on purpose).
 
 Normalisation: AdderNet outputs ``-Σ|x - w|`` (large, all negative) and trains only with BatchNorm after every
-adder layer (DESIGN §2.2). The composite has **no** BatchNorm inside (none between shift and adder, as in
+adder layer (docs/algorithms.md §2). The composite has **no** BatchNorm inside (none between shift and adder, as in
 ShiftAddNet, whose shift and adder layers run back to back); it is a drop-in replacement for a conv that is
 followed by BatchNorm (conv-BN-act blocks, ``ConvModule`` with ``norm_cfg``). Using it without a following
 BatchNorm is unsupported for training.

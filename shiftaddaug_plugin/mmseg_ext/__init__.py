@@ -1,4 +1,4 @@
-"""MMSegmentation integration of ShiftAddAug (DESIGN §2.4-§2.6, §3 MMSegmentation/mmengine, §4).
+"""MMSegmentation integration of ShiftAddAug (docs/algorithms.md §4-§6, docs/ARCHITECTURE.md).
 
 Importing this package (what ``custom_imports = dict(imports=['shiftaddaug_plugin.mmseg_ext'])`` does) registers:
 
@@ -16,7 +16,7 @@ try:
 except ImportError as err:  # pragma: no cover - exercised only without the [mmseg] extra
     raise ImportError(
         "shiftaddaug_plugin.mmseg_ext needs mmsegmentation and mmcv with compiled ops; install them with "
-        "pip install 'shiftaddaug_plugin[mmseg]' (see DESIGN §3 for building mmcv)"
+        "pip install 'shiftaddaug_plugin[mmseg]' (see docs/ARCHITECTURE.md for building mmcv)"
     ) from err
 
 import shiftaddaug_plugin.models  # noqa: F401,E402  (registers shiftadd_* timm models for TIMMBackbone)

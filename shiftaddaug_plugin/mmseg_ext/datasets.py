@@ -1,4 +1,4 @@
-"""Offline MMSegmentation dataset: Fashion-MNIST scenes (DESIGN §4), registered as ``FashionMNISTScenesDataset``.
+"""Offline MMSegmentation dataset: Fashion-MNIST scenes (docs/ARCHITECTURE.md), registered as ``FashionMNISTScenesDataset``.
 
 The scenes (:mod:`.scenes`) are generated deterministically on first use into
 ``{data_root}/{split}-{key}/{img,ann}/{index:06d}.png`` (``key`` hashes every generation parameter, so changing

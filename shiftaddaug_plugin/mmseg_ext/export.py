@@ -1,4 +1,4 @@
-"""Exported MF-target checkpoints of a :class:`~.segmentor.ShiftAddAugEncoderDecoder` (DESIGN §2.4, §5).
+"""Exported MF-target checkpoints of a :class:`~.segmentor.ShiftAddAugEncoderDecoder` (docs/algorithms.md §4, §5).
 
 An exported checkpoint is an ordinary mmengine checkpoint (``{'meta': ..., 'state_dict': ...}``, plain types and
 tensors only, loadable with ``torch.load(weights_only=True)``) whose ``state_dict`` is that of the slim

@@ -1,4 +1,4 @@
-"""``ShiftAddAugHook``: the ShiftAddAug training schedule as an mmengine hook (DESIGN §2.4-§2.6, §3 mmseg).
+"""``ShiftAddAugHook``: the ShiftAddAug training schedule as an mmengine hook (docs/algorithms.md §4-§6, docs/ARCHITECTURE.md).
 
 mmseg schedules are iteration-based (epoch hooks fire once), so every interval here counts iterations:
 
@@ -6,7 +6,7 @@ mmseg schedules are iteration-based (epoch hooks fire once), so every interval h
   expand augmentation continues to the end (the segmentor samples it every step).
 * **channel sorting** (:func:`shiftaddaug_plugin.convert.sort_channels`) every ``sort_interval`` iterations while
   width augmentation is on, with the optimizer state (and an ``EMAHook``'s averaged copy) permuted in place.
-* **block-variant training** (§2.6, optional): target layers start multiplicative and become multiplication-free
+* **block-variant training** (§6, optional): target layers start multiplicative and become multiplication-free
   from shallow to deep until ``block_variant_end`` (:class:`shiftaddaug_plugin.block_variant.BlockVariantSchedule`
   with ``unit='iter'``).
 * **target mode + BN recalibration** (over ``recalib_images`` training images) before validation and test; the
@@ -97,7 +97,7 @@ def build_recalib_loader(train_dataloader_cfg: Any, seed: int, batch_size: int |
 
 
 def recalibrate_segmentor(model: nn.Module, loader: Any, num_images: int, seed: int) -> None:
-    """NetAug BN recalibration of a segmentor's target network (DESIGN §2.4): target mode, then the BN running
+    """NetAug BN recalibration of a segmentor's target network (docs/algorithms.md §4): target mode, then the BN running
     statistics become the batch statistics of ``num_images`` images of ``loader`` (mmengine data batches, run
     through ``model.data_preprocessor``). Python/numpy/torch RNGs are seeded with ``seed`` inside and restored
     afterwards, so the result is reproducible and training randomness is untouched. Under DDP the statistics are
@@ -247,7 +247,7 @@ class ShiftAddAugHook(Hook):
             self._variant_schedule(runner, model).apply(it)
 
     def _variant_schedule(self, runner: Any, model: nn.Module) -> BlockVariantSchedule:
-        """The block-variant schedule (DESIGN §2.6) of ``model``: target layers MF shallow -> deep over iterations
+        """The block-variant schedule (docs/algorithms.md §6) of ``model``: target layers MF shallow -> deep over iterations
         ``[0, max(1, round(block_variant_end * max_iters))]``; rebuilt when the model or ``max_iters`` changes."""
         end = max(1, fraction_to_step(self.block_variant_end, int(runner.max_iters)))
         schedule = self._variant

@@ -1,4 +1,4 @@
-"""Offline multi-class segmentation scenes composed from Fashion-MNIST items (DESIGN §4).
+"""Offline multi-class segmentation scenes composed from Fashion-MNIST items (docs/ARCHITECTURE.md).
 
 Pure numpy (no mmseg import): :func:`compose_scene` pastes 1..``max_objects`` Fashion-MNIST items, each scaled,
 tinted and alpha-blended, onto a smooth random background. The mask is exact: a pixel belongs to the item

@@ -1,4 +1,4 @@
-"""``ShiftAddAugEncoderDecoder``: an mmseg ``EncoderDecoder`` trained with ShiftAddAug (DESIGN §2.4, §3 mmseg).
+"""``ShiftAddAugEncoderDecoder``: an mmseg ``EncoderDecoder`` trained with ShiftAddAug (docs/algorithms.md §4, docs/ARCHITECTURE.md).
 
 At build time the backbone, neck and heads are converted together by :func:`shiftaddaug_plugin.convert.convert`
 into one hybrid network (target channels multiplication-free, augmented channels multiplicative, eq. 4), so every
@@ -227,7 +227,7 @@ class ShiftAddAugEncoderDecoder(EncoderDecoder):
 
     def loss(self, inputs: Tensor, data_samples: list) -> dict:
         """Target losses (``target.*``) plus ``alpha``-weighted losses of one sampled augmented network
-        (``aug.*``) on the same batch (DESIGN §2.4)."""
+        (``aug.*``) on the same batch (docs/algorithms.md §4)."""
         if self.deploy:
             return super().loss(inputs, data_samples)
         from shiftaddaug_plugin.convert import sample_active_widths

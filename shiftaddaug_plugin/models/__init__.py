@@ -1,4 +1,4 @@
-"""timm model registrations (DESIGN §2.9, §3 timm): importing this package registers ``shiftadd_mcunet``,
+"""timm model registrations (docs/algorithms.md §9, docs/ARCHITECTURE.md): importing this package registers ``shiftadd_mcunet``,
 ``shiftadd_mbv2_tiny``, ``shiftadd_proxyless`` and ``shiftadd_custom`` (a NAS-found architecture,
 :mod:`shiftaddaug_plugin.nas.custom_model`; no optuna import) in timm's model registry.
 

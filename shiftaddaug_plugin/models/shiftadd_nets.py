@@ -1,4 +1,4 @@
-"""timm registrations of the ShiftAddAug / NetAug reference tiny networks (DESIGN §2.9, §3 timm).
+"""timm registrations of the ShiftAddAug / NetAug reference tiny networks (docs/algorithms.md §9, docs/ARCHITECTURE.md).
 
 ``shiftadd_mcunet``, ``shiftadd_mbv2_tiny`` and ``shiftadd_proxyless`` are the exact reference definitions used by
 NetAug and ShiftAddAug (arXiv 2407.02881 §4), built on timm's ``EfficientNet`` from block strings, so
@@ -14,7 +14,7 @@ Variant keyword arguments (what ``train.py --model-kwargs op=adder aug=true`` pa
 * ``op``: ``'mult'`` (default) | ``'shift'`` | ``'adder'`` | ``'shiftadd'``: operator of the target network.
 * ``aug``: build the hybrid augmentation network (ShiftAddAug eq. 4, NetAug) instead of the slim target.
 * ``aug_width_mult_list`` / ``aug_expand_list``: augmentation multipliers (only with ``aug=True``; defaults are
-  NetAug's per-model lists, DESIGN §2.4).
+  NetAug's per-model lists, docs/algorithms.md §4).
 * ``width_mult``: scales the reference widths (make-divisible by 8), default 1.0.
 * ``convert_kwargs``: extra fields for ``shiftaddaug_plugin.convert.ConvertConfig``.
 
@@ -57,7 +57,7 @@ __all__ = [
     "shiftadd_proxyless",
 ]
 
-#: operators a target network can use (DESIGN §2.1-2.3); 'mult' = ordinary multiplicative convolutions.
+#: operators a target network can use (docs/algorithms.md §1-2.3); 'mult' = ordinary multiplicative convolutions.
 VALID_OPS: tuple[str, ...] = ("mult", "shift", "adder", "shiftadd")
 
 _TRUE_STRINGS = frozenset({"true", "1", "yes", "y", "on"})
@@ -65,7 +65,7 @@ _FALSE_STRINGS = frozenset({"false", "0", "no", "n", "off"})
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Reference architectures (DESIGN §2.9)
+# Reference architectures (docs/algorithms.md §9)
 # --------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class StageSpec:
@@ -84,7 +84,7 @@ class StageSpec:
 @dataclass(frozen=True)
 class ReferenceArch:
     """A reference network: stem conv3x3 s2 -> depthwise-separable block -> stages -> head MB block
-    -> optional 1x1 head conv -> GAP -> FC (DESIGN §2.9)."""
+    -> optional 1x1 head conv -> GAP -> FC (docs/algorithms.md §9)."""
 
     stem_chs: int
     ds_chs: int
@@ -93,7 +93,7 @@ class ReferenceArch:
     head_conv_chs: int  #: 1x1 conv after the head block; 0 = none (MCUNet)
     head_conv_min_chs: int  #: floor of the (scaled) head conv width (ProxylessNAS keeps >= 1280)
     input_size: int  #: reference resolution (px)
-    aug_width_mult_list: tuple[float, ...]  #: NetAug defaults (DESIGN §2.4)
+    aug_width_mult_list: tuple[float, ...]  #: NetAug defaults (docs/algorithms.md §4)
     aug_expand_list: tuple[float, ...] = field(default=(1.0, 1.6, 2.2, 2.8))
 
 
@@ -171,7 +171,7 @@ def arch_block_strings(arch: ReferenceArch) -> list[list[str]]:
     """timm block strings of ``arch``: one stack for the DS block, one per stage, one for the head block.
 
     A stage's first block never has a residual (``noskip``), even when stride 1 and in == out (ProxylessNAS stage 4
-    at w0.35 is 32 -> 32, stride 1): the reference networks add shortcuts only inside a stage (DESIGN §2.9).
+    at w0.35 is 32 -> 32, stride 1): the reference networks add shortcuts only inside a stage (docs/algorithms.md §9).
     """
     stacks: list[list[str]] = [[f"ds_r1_k3_s1_c{arch.ds_chs}_noskip"]]
     for stage in (*arch.stages, arch.head_block):
@@ -288,7 +288,7 @@ def parse_variant_kwargs(kwargs: dict[str, Any], arch: ReferenceArch) -> ModelVa
 
 
 def apply_variant(model: nn.Module, variant: ModelVariant, example_input: torch.Tensor | None = None) -> nn.Module:
-    """Turn the multiplicative reference network into ``variant`` with the converter (DESIGN §2.3/§2.4).
+    """Turn the multiplicative reference network into ``variant`` with the converter (docs/algorithms.md §3/§4).
 
     ``aug=True``: the hybrid training network ``convert(model, config)``; otherwise the slim target
     ``export(convert(model, config))`` with no augmentation (width and expand lists ``[1.0]``).
@@ -391,17 +391,17 @@ default_cfgs = generate_default_cfgs({name: _cfg(arch.input_size) for name, arch
 
 @register_model
 def shiftadd_mcunet(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """MCUNet (mcunet-in3): 81.8M MACs / 0.74M params at 176 px; ReLU6; no head conv (DESIGN §2.9)."""
+    """MCUNet (mcunet-in3): 81.8M MACs / 0.74M params at 176 px; ReLU6; no head conv (docs/algorithms.md §9)."""
     return _create("shiftadd_mcunet", pretrained, **kwargs)
 
 
 @register_model
 def shiftadd_mbv2_tiny(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """MobileNetV2-Tiny (MobileNetV2 w0.35, last conv 112->448): 23.5M MACs / 0.75M params at 144 px (DESIGN §2.9)."""
+    """MobileNetV2-Tiny (MobileNetV2 w0.35, last conv 112->448): 23.5M MACs / 0.75M params at 144 px (docs/algorithms.md §9)."""
     return _create("shiftadd_mbv2_tiny", pretrained, **kwargs)
 
 
 @register_model
 def shiftadd_proxyless(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """ProxylessNAS-Mobile w0.35: 35.7M MACs / 1.78M params at 160 px (DESIGN §2.9)."""
+    """ProxylessNAS-Mobile w0.35: 35.7M MACs / 1.78M params at 160 px (docs/algorithms.md §9)."""
     return _create("shiftadd_proxyless", pretrained, **kwargs)

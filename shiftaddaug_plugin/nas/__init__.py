@@ -1,4 +1,4 @@
-"""Two-stage NAS of ShiftAddAug §3.4 (DESIGN §2.7): supernet -> depth-augmented subnet -> target under hardware
+"""Two-stage NAS of ShiftAddAug §3.4 (docs/algorithms.md §7): supernet -> depth-augmented subnet -> target under hardware
 constraints, with Optuna's evolutionary (NSGA-II) search. See docs/nas.md.
 
 * :mod:`.space`        search space, :class:`Arch` <-> timm block strings / JSON (light: no torch import)

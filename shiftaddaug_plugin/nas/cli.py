@@ -1,4 +1,4 @@
-"""Command line of the two-stage NAS (ShiftAddAug §3.4, DESIGN §2.7; docs/nas.md).
+"""Command line of the two-stage NAS (ShiftAddAug §3.4, docs/algorithms.md §7; docs/nas.md).
 
     python -m shiftaddaug_plugin.nas.cli train-supernet --space mcunet --img-size 32 --epochs 5 --out runs/nas/supernet.pth
     python -m shiftaddaug_plugin.nas.cli search --supernet runs/nas/supernet.pth --out-dir runs/nas/s1 \\

@@ -1,10 +1,10 @@
-"""Hardware cost of a searched architecture and the constraints of the search (DESIGN §2.7 step 3, §2.8).
+"""Hardware cost of a searched architecture and the constraints of the search (docs/algorithms.md §7 step 3, §8).
 
 :func:`arch_cost` runs :func:`shiftaddaug_plugin.cost.count_ops` once on the plain multiplicative timm model of an
 :class:`~shiftaddaug_plugin.nas.space.Arch` and re-prices every conv / linear row with the operator the target
 network will use there (``Arch.base_op`` outside the searched blocks, the block's ``op`` inside; the stem conv
 stays multiplicative, linear layers are shift or multiplicative, as the converter does). The re-pricing applies the
-cost model's own conventions (``shiftaddaug_plugin.cost.rules``; DESIGN §2.8) to the counted MACs ``M`` and bias
+cost model's own conventions (``shiftaddaug_plugin.cost.rules``; docs/algorithms.md §8) to the counted MACs ``M`` and bias
 additions ``B`` of the row:
 
 * ``mult``: ``M`` mults + ``M + B`` adds;  ``shift``: ``M`` shifts + ``M + B`` adds;  ``adder``: ``2M + B`` adds;

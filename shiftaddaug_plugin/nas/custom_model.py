@@ -1,5 +1,5 @@
-"""timm entrypoint ``shiftadd_custom``: any architecture found by the NAS as a timm ``EfficientNet`` (DESIGN §2.7,
-§3 timm).
+"""timm entrypoint ``shiftadd_custom``: any architecture found by the NAS as a timm ``EfficientNet`` (docs/algorithms.md §7,
+docs/ARCHITECTURE.md).
 
     import shiftaddaug_plugin.nas.custom_model   # registers 'shiftadd_custom' (imports timm)
     model = timm.create_model('shiftadd_custom', arch='runs/nas/arch.json', num_classes=10, in_chans=1)
@@ -46,7 +46,7 @@ from .space import Arch, load_arch
 __all__ = ["DEFAULT_AUG_WIDTH_MULT_LIST", "DEFAULT_AUG_EXPAND_LIST", "efficientnet_kwargs", "build_efficientnet",
            "arch_recipe", "shiftadd_custom"]
 
-#: default augmentation lists (NetAug's MCUNet lists, DESIGN §2.4)
+#: default augmentation lists (NetAug's MCUNet lists, docs/algorithms.md §4)
 DEFAULT_AUG_WIDTH_MULT_LIST: tuple[float, ...] = (1.0, 1.6, 2.2)
 DEFAULT_AUG_EXPAND_LIST: tuple[float, ...] = (1.0, 1.6, 2.2, 2.8)
 

@@ -1,4 +1,4 @@
-"""Fashion-MNIST as in-memory tensors for supernet training and the search's accuracy proxy (DESIGN §4, §2.7).
+"""Fashion-MNIST as in-memory tensors for supernet training and the search's accuracy proxy (docs/ARCHITECTURE.md, §7).
 
 The NAS loops need many cheap passes over small slices, so the idx data is read once
 (:class:`shiftaddaug_plugin.data.FashionMNIST`), resized to ``img_size`` (bilinear, antialiased) and normalised

@@ -1,4 +1,4 @@
-"""Evolutionary search under hardware constraints with Optuna (ShiftAddAug §3.4 step 3, DESIGN §2.7).
+"""Evolutionary search under hardware constraints with Optuna (ShiftAddAug §3.4 step 3, docs/algorithms.md §7).
 
 Two modes share one loop:
 

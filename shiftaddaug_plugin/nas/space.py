@@ -1,4 +1,4 @@
-"""Search space and architecture encoding of the two-stage NAS (ShiftAddAug §3.4, DESIGN §2.7).
+"""Search space and architecture encoding of the two-stage NAS (ShiftAddAug §3.4, docs/algorithms.md §7).
 
 An :class:`Arch` is a MobileNet-style network: stem conv3x3 s2 -> depthwise-separable block -> stages of inverted
 residual blocks (per block: depthwise kernel, expand ratio, target operator) -> optional 1x1 head conv -> GAP -> FC.
@@ -6,7 +6,7 @@ It converts to timm block strings (:meth:`Arch.block_strings`), so every archite
 ``EfficientNet`` (``shiftaddaug_plugin.nas.custom_model``: ``timm.create_model('shiftadd_custom', arch=...)``), and
 to/from JSON (:meth:`Arch.to_dict` / :meth:`Arch.from_json`).
 
-A :class:`SearchSpace` is the OFA / TinyNAS-style elastic space of the supernet (DESIGN §2.7 stage 1): per stage a
+A :class:`SearchSpace` is the OFA / TinyNAS-style elastic space of the supernet (docs/algorithms.md §7 stage 1): per stage a
 depth (first ``d`` blocks) and a width (output channels), per block a kernel in ``kernel_choices`` (centre crops of
 the largest kernel) and an expand ratio (leading mid channels), and optionally NASA's per-block operator choice
 (``op_choices``, e.g. ``('mult', 'shift', 'adder')``). Its Optuna encoding uses one categorical parameter per
@@ -39,7 +39,7 @@ __all__ = [
     "load_arch",
 ]
 
-#: operators a target block can use (DESIGN §2.1-2.3); 'mult' = ordinary convolutions
+#: operators a target block can use (docs/algorithms.md §1-2.3); 'mult' = ordinary convolutions
 NAS_OPS: tuple[str, ...] = ("mult", "shift", "adder", "shiftadd")
 _ARCH_VERSION = 1
 
@@ -90,7 +90,7 @@ class BlockArch:
 @dataclass(frozen=True)
 class StageArch:
     """A stage: ``blocks`` (depth = ``len(blocks)``) with ``out_chs`` outputs; the first block has ``stride`` and no
-    residual, the others stride 1 with a residual (DESIGN §2.9)."""
+    residual, the others stride 1 with a residual (docs/algorithms.md §9)."""
 
     out_chs: int
     stride: int

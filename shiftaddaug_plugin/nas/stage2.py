@@ -1,4 +1,4 @@
-"""Stage 2 of the two-stage NAS: target layers of a depth-augmented network (ShiftAddAug §3.4, DESIGN §2.7).
+"""Stage 2 of the two-stage NAS: target layers of a depth-augmented network (ShiftAddAug §3.4, docs/algorithms.md §7).
 
 A *deep* subnet cut from the supernet is the depth-augmented network. A :class:`TargetSelection` says which of its
 blocks form the target network; only residual blocks (not the first block of a stage, which changes the shape)

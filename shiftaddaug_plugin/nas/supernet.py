@@ -1,4 +1,4 @@
-"""Stage 1: weight-sharing multiplicative supernet (OFA / TinyNAS style; ShiftAddAug §3.4, DESIGN §2.7).
+"""Stage 1: weight-sharing multiplicative supernet (OFA / TinyNAS style; ShiftAddAug §3.4, docs/algorithms.md §7).
 
 One network holds the largest member of a :class:`~shiftaddaug_plugin.nas.space.SearchSpace`; every architecture
 is a slice of it:

@@ -1,4 +1,4 @@
-"""Heterogeneous weight sharing (ShiftAddAug eq. 5, DESIGN §2.5).
+"""Heterogeneous weight sharing (ShiftAddAug eq. 5, docs/algorithms.md §5).
 
 Hybrid layers store one weight tensor that is shared between the multiplicative augmented channels and the
 multiplication-free target channels. Multiplicative weights are (roughly) Gaussian, AdderNet weights are
@@ -39,7 +39,7 @@ def gauss_to_laplace(w: Tensor, b: float | Tensor | None = None, eps: float = 1e
     Args:
         w: weights (any shape, at least two elements for a standard deviation).
         b: Laplace scale. ``None`` -> ``sigma / sqrt(2)`` (variance match: Var(Laplace(b)) = 2 b^2 = sigma^2).
-            A float or a 0-d tensor fixes it (prior knowledge, DESIGN §2.5).
+            A float or a 0-d tensor fixes it (prior knowledge, docs/algorithms.md §5).
         eps: clamp of ``u`` away from 0 and 1, where the Laplace ppf diverges; bounds ``|r - mu|`` by
             ``-b * ln(2 * eps)`` (about ``13.1 b`` at the default).
 
@@ -78,7 +78,7 @@ def gauss_to_laplace(w: Tensor, b: float | Tensor | None = None, eps: float = 1e
 
 
 class WeightRemap(nn.Module):
-    """``W_l = r(FC(W_g))`` for one hybrid adder layer (ShiftAddAug eq. 5, DESIGN §2.5).
+    """``W_l = r(FC(W_g))`` for one hybrid adder layer (ShiftAddAug eq. 5, docs/algorithms.md §5).
 
     ``FC`` (design choice, the paper only says "a small per-layer FC"): one ``k*k -> k*k`` linear map (weight +
     bias) shared by all filters of the layer and applied to each filter's flattened ``k x k`` kernel, initialised to
@@ -89,7 +89,7 @@ class WeightRemap(nn.Module):
 
     ``frozen`` (persistent buffer, saved in checkpoints): when true the FC parameters have ``requires_grad=False``.
     Pre-train with :func:`pretrain_remap`, which freezes the remaps at the end; augmented training then keeps them
-    fixed (DESIGN §2.5). ``load_state_dict`` re-applies the stored frozen flag to ``requires_grad``.
+    fixed (docs/algorithms.md §5). ``load_state_dict`` re-applies the stored frozen flag to ``requires_grad``.
     """
 
     def __init__(
@@ -169,7 +169,7 @@ class WeightRemap(nn.Module):
 
 
 class PiecewiseRemap(nn.Module):
-    """ShiftAddNAS-style learnable remap (prior art to compare with, DESIGN §2.5): a monotone piecewise-linear map.
+    """ShiftAddNAS-style learnable remap (prior art to compare with, docs/algorithms.md §5): a monotone piecewise-linear map.
 
     ``W_l = mu + sigma * f((W_g - mu) / sigma)`` with ``mu``/``sigma`` of ``W_g`` (detached) and ``f`` continuous,
     piecewise linear on ``num_bins`` equal bins of ``[-bound, bound]`` (in sigmas), linear beyond the edges with
@@ -287,7 +287,7 @@ def pretrain_remap(
     steps: int,
     lr: float = 1e-3,
 ) -> list[float]:
-    """Pre-train the ``FC`` of every hybrid adder layer's :class:`WeightRemap`, then freeze them (DESIGN §2.5).
+    """Pre-train the ``FC`` of every hybrid adder layer's :class:`WeightRemap`, then freeze them (docs/algorithms.md §5).
 
     This is how ``FC`` of eq. 5 is pre-trained: the model runs in ``Mode.TARGET`` with the MF operators enabled
     (``mf_enabled=True`` on the remapped layers for the duration, so the adders really read ``r(FC(W))``) and

@@ -1,4 +1,4 @@
-"""timm-based ShiftAddAug augmentation training entry point (DESIGN §2.4, §3 timm).
+"""timm-based ShiftAddAug augmentation training entry point (docs/algorithms.md §4, docs/ARCHITECTURE.md).
 
 Console script ``shiftaddaug-train`` (= :func:`shiftaddaug_plugin.train.cli.main`). The sub-modules import timm;
 this package ``__init__`` stays light and only names them:
@@ -9,7 +9,7 @@ this package ``__init__`` stays light and only names them:
 * :mod:`.checkpoint`    atomic, ``weights_only``-loadable checkpoints, resume, exported-model save/load
 * :mod:`.cli`           ``main(argv=None)``
 
-The block-variant schedule (DESIGN §2.6) is the package-wide :mod:`shiftaddaug_plugin.block_variant`.
+The block-variant schedule (docs/algorithms.md §6) is the package-wide :mod:`shiftaddaug_plugin.block_variant`.
 """
 from __future__ import annotations
 

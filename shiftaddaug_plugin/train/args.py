@@ -1,4 +1,4 @@
-"""Command line of ``shiftaddaug-train``: timm ``train.py`` flag names plus the ShiftAddAug flags (DESIGN §2.4).
+"""Command line of ``shiftaddaug-train``: timm ``train.py`` flag names plus the ShiftAddAug flags (docs/algorithms.md §4).
 
 As in timm, ``-c/--config file.yaml`` sets defaults from a yaml mapping whose keys are the flag names
 (``batch_size`` or ``batch-size``; both spellings are accepted); flags given on the command line win over the file.
@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 __all__ = ["build_parser", "parse_args", "validate_args", "load_yaml_config", "BLOCK_VARIANT_SCHEDULES"]
 
-#: block-variant schedules (DESIGN §2.6): 'none' = target MF from the start; 'linear' = MF shallow -> deep
+#: block-variant schedules (docs/algorithms.md §6): 'none' = target MF from the start; 'linear' = MF shallow -> deep
 BLOCK_VARIANT_SCHEDULES: tuple[str, ...] = ("none", "linear")
 _RESERVED_MODEL_KWARGS = ("aug", "aug_width_mult_list", "aug_expand_list")
 
@@ -116,11 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ratio", type=float, nargs=2, default=None, help="random-resized-crop aspect range")
     g.add_argument("--hflip", type=float, default=0.5, help="horizontal flip probability")
     g.add_argument("--color-jitter", type=float, default=0.0,
-                   help="colour jitter (default 0: light augmentation for tiny nets, DESIGN §2.4)")
+                   help="colour jitter (default 0: light augmentation for tiny nets, docs/algorithms.md §4)")
     g.add_argument("--crop-padding", type=int, default=None,
                    help="fashion_mnist: random-crop padding in pixels (default img_size // 8)")
 
-    g = p.add_argument_group("ShiftAddAug (DESIGN §2.4)")
+    g = p.add_argument_group("ShiftAddAug (docs/algorithms.md §4)")
     g.add_argument("--aug-alpha", type=float, default=1.0, help="weight of the augmented loss (default 1.0)")
     g.add_argument("--aug-width-mult-list", type=float, nargs="+", default=None,
                    help="width multipliers of the augmented model (default: the model's NetAug list)")
@@ -140,13 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not quantile-match (eq. 5) weights that cross an adder layer's target boundary when "
                         "channels are sorted (ablation)")
     g.add_argument("--block-variant", default="none", choices=BLOCK_VARIANT_SCHEDULES,
-                   help="block-variant schedule (DESIGN §2.6): 'linear' turns target layers MF shallow -> deep")
+                   help="block-variant schedule (docs/algorithms.md §6): 'linear' turns target layers MF shallow -> deep")
     g.add_argument("--block-variant-end", type=float, default=0.5,
                    help="fraction of the epochs at which block-variant training has made every layer MF")
     g.add_argument("--remap-pretrain-steps", type=int, default=50,
                    help="heterogeneous weight sharing (eq. 5, model kwarg convert_kwargs={'remap': True}): Adam steps "
                         "pre-training each remap's FC on the target loss before training, after which the remaps are "
-                        "frozen (DESIGN §2.5; 0 = freeze at the identity FC). Ignored without remapped layers")
+                        "frozen (docs/algorithms.md §5; 0 = freeze at the identity FC). Ignored without remapped layers")
     g.add_argument("--remap-pretrain-lr", type=float, default=1e-3, help="Adam learning rate of the remap pre-training")
     g.add_argument("--bn-recal-images", type=int, default=2000,
                    help="training images for BN recalibration before every evaluation and export (default 2000)")

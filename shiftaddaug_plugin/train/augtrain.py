@@ -1,4 +1,4 @@
-"""The ShiftAddAug training step, epoch loop and evaluation (DESIGN §2.4; NetAug recipe adapted).
+"""The ShiftAddAug training step, epoch loop and evaluation (docs/algorithms.md §4; NetAug recipe adapted).
 
 One step (:class:`ShiftAddAugTask`, a ``timm.task.ClassificationTask``)::
 
@@ -53,7 +53,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 class ShiftAddAugTask(ClassificationTask):
-    """Joint target + augmented loss of ShiftAddAug (DESIGN §2.4) as a timm training task.
+    """Joint target + augmented loss of ShiftAddAug (docs/algorithms.md §4) as a timm training task.
 
     Args:
         model: a converted hybrid model (``shiftaddaug_plugin.convert.convert`` / ``timm.create_model(...,

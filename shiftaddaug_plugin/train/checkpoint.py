@@ -1,4 +1,4 @@
-"""Checkpoints of ``shiftaddaug-train`` (DESIGN §5): atomic, ``torch.load(weights_only=True)``-loadable, resumable.
+"""Checkpoints of ``shiftaddaug-train`` (docs/ARCHITECTURE.md): atomic, ``torch.load(weights_only=True)``-loadable, resumable.
 
 * :func:`atomic_save` writes to a temporary file in the same folder, flushes it to disk and ``os.replace``-s it over
   the destination: an interruption leaves either the old or the new file, never a torn one.

@@ -1,4 +1,4 @@
-"""``shiftaddaug-train``: ShiftAddAug augmentation training of a timm model (DESIGN §2.4, §3 timm).
+"""``shiftaddaug-train``: ShiftAddAug augmentation training of a timm model (docs/algorithms.md §4, docs/ARCHITECTURE.md).
 
     shiftaddaug-train -c configs/timm/fashion_mnist_mcunet_shiftaug.yaml --output runs/demo
     torchrun --nproc_per_node 2 -m shiftaddaug_plugin.train.cli -c ... --device cpu     # DDP (gloo on CPU)
@@ -186,7 +186,7 @@ def _has_bn(model: nn.Module) -> bool:
 
 
 def _apply_block_variant(schedule: BlockVariantSchedule | None, model: nn.Module, epoch: int) -> int:
-    """``mf_enabled`` of ``model``'s switchable layers for ``epoch`` (DESIGN §2.6): ``--block-variant none``
+    """``mf_enabled`` of ``model``'s switchable layers for ``epoch`` (docs/algorithms.md §6): ``--block-variant none``
     (``schedule`` None) -> all MF; ``linear`` -> the schedule's shallow prefix. ``model`` may be the scheduled model
     or its EMA copy. Returns the number of MF layers."""
     if schedule is None:
@@ -195,7 +195,7 @@ def _apply_block_variant(schedule: BlockVariantSchedule | None, model: nn.Module
 
 
 def _recalibrate(model: nn.Module, loader: Any, device: torch.device) -> int:
-    """BN recalibration of the target network (DESIGN §2.4) over the whole (fixed) recalibration subset."""
+    """BN recalibration of the target network (docs/algorithms.md §4) over the whole (fixed) recalibration subset."""
     from shiftaddaug_plugin.convert import recalibrate_bn
 
     if not _has_bn(model):
@@ -234,7 +234,7 @@ def _output_dir(args: argparse.Namespace) -> Path:
 # ------------------------------------------------------------------------------------------------- run
 def _prepare_remaps(model: torch.nn.Module, args: argparse.Namespace, loader: Any, *,
                     resuming: bool, distributed: bool, log: Callable[[str], None]) -> None:
-    """Eq. 5's ``FC`` is pre-trained, then frozen for augmented training (DESIGN §2.5); before the optimizer exists,
+    """Eq. 5's ``FC`` is pre-trained, then frozen for augmented training (docs/algorithms.md §5); before the optimizer exists,
     so that frozen remap parameters never enter it. Trained jointly with SGD instead, the FC maps (one scalar per
     pointwise layer, fed by thousands of filters' adder gradients) blew the adder weights up within an epoch
     (loss 1e5). On resume the checkpoint's remaps are frozen already: freeze the fresh ones to match."""
@@ -295,7 +295,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.block_variant != "none" and n_switch == 0:
         raise ValueError("--block-variant needs multiplication-free target layers; the model has none "
                          "(op=mult?). Use --model-kwargs op=shift/adder/shiftadd or --block-variant none")
-    # DESIGN §2.6: 'linear' turns the target MF shallow -> deep over epochs [0, end_fraction * epochs]
+    # docs/algorithms.md §6: 'linear' turns the target MF shallow -> deep over epochs [0, end_fraction * epochs]
     bv_schedule = (BlockVariantSchedule(model, start=0, end=args.block_variant_end * args.epochs, unit="epoch")
                    if args.block_variant == "linear" else None)
 

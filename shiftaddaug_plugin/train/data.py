@@ -1,9 +1,9 @@
-"""Datasets and loaders of ``shiftaddaug-train`` (DESIGN §2.4, §4).
+"""Datasets and loaders of ``shiftaddaug-train`` (docs/algorithms.md §4, docs/ARCHITECTURE.md).
 
 * ``--dataset fashion_mnist`` (default, offline): :class:`shiftaddaug_plugin.data.FashionMNIST` read from the Debian
   idx files. **Choice: ``in_chans=1``.** The images are grey; replicating them to 3 channels would only triple the
   stem's (multiplicative) work and parameters without adding information. Images are resized to ``--img-size``
-  (default 32, the CIFAR-like resolution of DESIGN §2.9), then light augmentation only (DESIGN §2.4): random crop
+  (default 32, the CIFAR-like resolution of docs/algorithms.md §9), then light augmentation only (docs/algorithms.md §4): random crop
   with ``--crop-padding`` (default ``img_size // 8``) zero padding and horizontal flip. Normalisation uses the
   Fashion-MNIST training-set statistics (mean 0.2860, std 0.3530).
 * any other ``--dataset`` is a timm dataset (``create_dataset``: ImageFolder/ImageTar for ``''``, ``torch/cifar100``

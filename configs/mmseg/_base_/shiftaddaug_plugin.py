@@ -5,7 +5,7 @@
 # (conv_cfg=dict(type='ShiftConv2d'|'AdderConv2d')) and the shiftadd_* timm models (TIMMBackbone)
 custom_imports = dict(imports=['shiftaddaug_plugin.mmseg_ext'], allow_failed_imports=False)
 
-# Iteration-based ShiftAddAug schedule (fractions of train_cfg.max_iters, DESIGN §2.4-§2.6):
+# Iteration-based ShiftAddAug schedule (fractions of train_cfg.max_iters, docs/algorithms.md §4-§6):
 #  width augmentation for the first half, channel sorting every `sort_interval` iterations while it is on,
 #  BN recalibration on `recalib_images` training images before validation/test/export,
 #  the MF target exported next to every checkpoint (iter_N_mf_target.pth).

@@ -1,4 +1,4 @@
-# Offline segmentation data (DESIGN §4): scenes of Fashion-MNIST items pasted on a smooth random background with
+# Offline segmentation data (docs/ARCHITECTURE.md): scenes of Fashion-MNIST items pasted on a smooth random background with
 # exact masks; 11 classes (background + 10). Generated deterministically into `data_root` on first use from the
 # Debian idx files (/usr/share/datasets/fashion-mnist or $SHIFTADDAUG_FMNIST_DIR). Nothing is downloaded.
 dataset_type = 'FashionMNISTScenesDataset'
