@@ -233,7 +233,7 @@ def test_test_eval_of_holdout_runs_reports_main_rows_only(tmp_path: Path, monkey
     holdout = dataclasses.replace(SMALL, holdout=True)
     plan = _plan() + rp.expand_plan(["ablation-sort-scope"], holdout, seeds=[0], rows=["ShiftAug sort-augmented"])
     runs = tmp_path / "runs"
-    _TOP1[("ShiftAug sort-augmented", 0)] = 60.0
+    monkeypatch.setitem(_TOP1, ("ShiftAug sort-augmented", 0), 60.0)  # no leak into other tests
     rp.execute_plan(plan, holdout, runs, jobs=2, command_fn=_fake_command(tmp_path / "rec.txt"),
                     log=lambda s: None, poll_s=0.02)
 
