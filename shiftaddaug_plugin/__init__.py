@@ -19,7 +19,12 @@ from typing import Any
 __version__ = "0.1.0"
 
 from .modes import Mode, set_mode  # noqa: E402  (light: torch.nn only)
+from .ops import Op  # noqa: E402  (light: no torch)
 
+#: subpackages loaded on first attribute access (``shiftaddaug_plugin.convert`` is always the subpackage)
+_SUBPACKAGES = frozenset({"layers", "functional", "convert", "cost", "models", "sharing", "train", "nas",
+                          "mmseg_ext", "data"})
+#: names re-exported lazily from a subpackage
 _LAZY = {
     "ShiftConv2d": "shiftaddaug_plugin.layers",
     "ShiftLinear": "shiftaddaug_plugin.layers",
@@ -28,29 +33,39 @@ _LAZY = {
     "HybridConv2d": "shiftaddaug_plugin.layers",
     "HybridLinear": "shiftaddaug_plugin.layers",
     "HybridBatchNorm2d": "shiftaddaug_plugin.layers",
-    "convert": "shiftaddaug_plugin.convert",
+    "ConvertConfig": "shiftaddaug_plugin.convert",
     "export": "shiftaddaug_plugin.convert",
     "count_ops": "shiftaddaug_plugin.cost",
 }
 
-__all__ = ["Mode", "set_mode", "__version__", *_LAZY]
+__all__ = ["Mode", "Op", "set_mode", "register_timm_models", "__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"shiftaddaug_plugin.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'shiftaddaug_plugin' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)
 
 
-def _register_timm_models_if_timm_loaded() -> None:
+def register_timm_models() -> None:
+    """Register every timm entry point of the plugin (``shiftadd_mcunet``, ``shiftadd_mbv2_tiny``,
+    ``shiftadd_proxyless``, ``shiftadd_custom``) in timm's registry. Imports timm; idempotent."""
+    importlib.import_module("shiftaddaug_plugin.models")
+    importlib.import_module("shiftaddaug_plugin.nas.custom_model")
+
+
+def _register_if_loaded() -> None:
     """timm has no plugin discovery: ``train.py --device-modules shiftaddaug_plugin`` imports us *after* timm,
-    so when timm is already loaded we register our models right away (cheap then). Without timm loaded
-    ``import shiftaddaug_plugin.models`` registers them explicitly."""
+    so when timm is already loaded we register our models right away (cheap then); otherwise
+    :func:`register_timm_models` (or ``import shiftaddaug_plugin.models``) does it explicitly. Likewise the
+    mmengine registries when mmengine is loaded."""
     if "timm" in sys.modules:
-        importlib.import_module("shiftaddaug_plugin.models")
+        register_timm_models()
     if "mmengine.registry" in sys.modules:
         importlib.import_module("shiftaddaug_plugin.registry").register_mmengine_modules()
 
 
-_register_timm_models_if_timm_loaded()
+_register_if_loaded()

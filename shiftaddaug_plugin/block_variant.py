@@ -39,6 +39,8 @@ from typing import Sequence, TypeVar
 
 from torch import nn
 
+from .protocol import is_switchable, unwrap
+
 __all__ = [
     "UNITS",
     "GRANULARITIES",
@@ -62,10 +64,9 @@ T = TypeVar("T")
 def switchable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """``(name, layer)`` of every layer whose target part can be multiplicative or MF, shallow to deep.
 
-    A layer is switchable when it has an ``mf_enabled`` attribute (``HybridConv2d``, ``HybridLinear``) and its
-    ``op`` is not ``'mult'``."""
-    return [(name, m) for name, m in model.named_modules()
-            if hasattr(m, "mf_enabled") and getattr(m, "op", "mult") != "mult"]
+    Switchable: :func:`shiftaddaug_plugin.protocol.is_switchable` (``HybridConv2d`` / ``HybridLinear`` with a
+    multiplication-free ``op``)."""
+    return [(name, m) for name, m in model.named_modules() if is_switchable(m)]
 
 
 def variant_units(model: nn.Module, granularity: str = "layer") -> list[list[tuple[str, nn.Module]]]:
@@ -160,7 +161,7 @@ class BlockVariantSchedule:
             raise ValueError(f"block-variant end={end!r} must be >= start={start!r} (end: step at which the whole "
                              "target is multiplication-free)")
         self.granularity = granularity
-        self.model = getattr(model, "module", model) if isinstance(getattr(model, "module", None), nn.Module) else model
+        self.model = unwrap(model)
         self.units = variant_units(self.model, granularity)
         if not self.units:
             raise ValueError("the model has no switchable hybrid layer (HybridConv2d/HybridLinear with op != 'mult'); "
@@ -197,8 +198,7 @@ class BlockVariantSchedule:
         if model is None:
             units = self.units
         else:
-            inner = model.module if isinstance(getattr(model, "module", None), nn.Module) else model
-            units = variant_units(inner, self.granularity)
+            units = variant_units(unwrap(model), self.granularity)
             if [[n for n, _ in u] for u in units] != self.unit_names():
                 raise ValueError("block-variant: the given model's switchable layers differ from the scheduled "
                                  "model's; pass a copy of the same converted model (e.g. the EMA copy)")

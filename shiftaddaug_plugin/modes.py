@@ -35,6 +35,9 @@ class ChoiceEnum(str, enum.Enum):
             raise ValueError(f"unknown {cls._label()} {value!r}; use one of {valid} (or "
                              f"shiftaddaug_plugin.{cls.__name__})") from None
 
+    def __str__(self) -> str:  # the value, also in f-strings, on every Python version
+        return str(self.value)
+
     @classmethod
     def _label(cls) -> str:
         return cls.__name__.lower()
@@ -47,10 +50,15 @@ class Mode(ChoiceEnum):
     AUGMENTED = "augmented"  #: target + multiplicative augmented channels at the active widths
 
 
+def is_hybrid(module: nn.Module) -> bool:
+    """``True`` for a hybrid layer: its ``mode`` is a :class:`Mode` (the one test the package uses)."""
+    return isinstance(getattr(module, "mode", None), Mode)
+
+
 def _modal_modules(model: nn.Module) -> Iterator[nn.Module]:
-    """Every sub-module that carries a ``mode`` attribute of type ``Mode`` (all hybrid layers)."""
+    """Every hybrid layer of ``model`` in module order."""
     for module in model.modules():
-        if isinstance(getattr(module, "mode", None), Mode):
+        if is_hybrid(module):
             yield module
 
 

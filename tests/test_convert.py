@@ -236,7 +236,7 @@ def test_op_overrides_and_keep_switches() -> None:
 
 
 @pytest.mark.parametrize("kwargs, err", [
-    (dict(op="mul"), "op='mul' is unknown"),
+    (dict(op="mul"), "ConvertConfig.op: unknown op 'mul'"),
     (dict(op_overrides={"a": "conv"}), "op_overrides"),
     (dict(op_overrides={"a(": "shift"}), "regular expression"),
     (dict(aug_width_mult_list=[0.5, 1.0]), ">= 1.0"),

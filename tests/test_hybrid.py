@@ -444,8 +444,10 @@ def test_hybrid_linear(op: str) -> None:
 
 
 def test_hybrid_linear_bad_args_and_mf_switch() -> None:
-    with pytest.raises(ValueError, match="unknown op"):
+    with pytest.raises(ValueError, match="'adder' has no linear layer"):
         HybridLinear(8, 2, target_in_features=4, op="adder")
+    with pytest.raises(ValueError, match="unknown op"):
+        HybridLinear(8, 2, target_in_features=4, op="conv")
     with pytest.raises(ValueError, match="target_in_features"):
         HybridLinear(8, 2, target_in_features=9)
     layer = HybridLinear(8, 2, dtype=torch.float64, target_in_features=4)

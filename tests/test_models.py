@@ -15,7 +15,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import shiftaddaug_plugin.models as models
-from shiftaddaug_plugin.models import VALID_OPS, ModelVariant, parse_variant_kwargs
+from shiftaddaug_plugin.models import ModelVariant, parse_variant_kwargs
+from shiftaddaug_plugin.ops import op_values
 
 MODEL_NAMES = timm.list_models(module="shiftadd_nets")
 
@@ -277,7 +278,7 @@ def test_aug_defaults_are_netaug_lists() -> None:
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        ({"op": "conv"}, "valid values: mult, shift, adder, shiftadd"),
+        ({"op": "conv"}, "use one of 'shift', 'adder', 'shiftadd', 'mult'"),
         ({"aug": "maybe"}, "not a boolean"),
         ({"aug": 2}, "not a boolean"),
         ({"aug_width_mult_list": "1.0,1.6"}, "pass aug=true"),
@@ -302,7 +303,7 @@ def test_unknown_op_through_create_model() -> None:
 
 
 def test_ops_are_parsed_case_insensitively() -> None:
-    for op in VALID_OPS:
+    for op in op_values():
         assert parse_variant_kwargs({"op": op.upper()}, ARCH).op == op
 
 

@@ -36,6 +36,8 @@ Budget presets (``--budget``), identical for every row, so rows differ only in t
 * ``medium`` (4.7x the updates of ``small``: 6,000 training images, 6 epochs, ~560 updates; everything else as
   ``small``; segmentation 800 iterations of batch 8 on 800 scenes; ~2-10 min per run at one thread). Use
   ``--results results/medium`` to keep its runs and reports apart.
+* ``large`` (one seed, for the trend with budget: 24,000 training images, 8 epochs, ~3,000 updates, 5.4x
+  ``medium``; evaluation every 2 epochs so the log shows the curve; ~0.5-1.5 h per run at one thread).
 * ``paper`` (the full protocol at this dataset's scale; ~days on 2 CPU cores, hours on one GPU): all 60,000
   training images, the whole 10,000-image test split, 100 epochs, batch 128, lr 0.05, 5 warm-up epochs, BN
   recalibration on 2,000 images, evaluation every 5 epochs; seeds 0-4. Segmentation: the shipped configs' 400
@@ -111,6 +113,9 @@ BUDGETS: dict[str, Budget] = {
     "medium": Budget(train_subset=6000, val_subset=2000, epochs=6, batch_size=64, lr=0.05, warmup_epochs=1,
                      bn_recal_images=500, eval_interval=6, img_size=32, seeds=(0, 1, 2),
                      seg_iters=800, seg_batch=8, seg_train_images=800, seg_val_images=100, seg_seeds=(0,)),
+    "large": Budget(train_subset=24000, val_subset=2000, epochs=8, batch_size=64, lr=0.05, warmup_epochs=1,
+                    bn_recal_images=500, eval_interval=2, img_size=32, seeds=(0,),
+                    seg_iters=1600, seg_batch=8, seg_train_images=1600, seg_val_images=100, seg_seeds=(0,)),
     "paper": Budget(train_subset=None, val_subset=None, epochs=100, batch_size=128, lr=0.05, warmup_epochs=5,
                     bn_recal_images=2000, eval_interval=5, img_size=32, seeds=(0, 1, 2, 3, 4),
                     seg_iters=400, seg_batch=16, seg_train_images=2000, seg_val_images=300, seg_seeds=(0, 1, 2)),

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..modes import Mode, set_mode
+from ..protocol import unwrap
 from .plan import PLAN_ATTR, ConversionPlan
 
 __all__ = ["recalibrate_bn"]
@@ -59,8 +60,8 @@ def recalibrate_bn(
     bns = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
     if not bns:
         raise ValueError("the model has no batch norm that tracks running statistics; nothing to recalibrate")
-    plan = getattr(model, PLAN_ATTR, None) or getattr(getattr(model, "module", None), PLAN_ATTR, None)
-    root = model if getattr(model, PLAN_ATTR, None) is not None else getattr(model, "module", model)
+    root = model if getattr(model, PLAN_ATTR, None) is not None else unwrap(model)
+    plan = getattr(root, PLAN_ATTR, None)
     target_width: dict[nn.Module, int] = {}
     if isinstance(plan, ConversionPlan):
         for name, layer in plan.layers.items():

@@ -11,21 +11,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-__all__ = ["ConvertConfig", "OPS", "LINEAR_OPS", "augmented_width", "make_divisible"]
+from ..ops import OP_TABLE, Op, op_spec
 
-#: target operators a converted conv can use (``'mult'``: ordinary conv, kept multiplicative)
-OPS: tuple[str, ...] = ("shift", "adder", "shiftadd", "mult")
-#: target operators a converted linear layer can use (only a shift linear layer exists)
-LINEAR_OPS: tuple[str, ...] = ("shift", "mult")
-#: ``op_kwargs`` keys understood by each operator (the hybrid layers reject others)
-_SHIFT_KEYS = frozenset({"weight_bits", "act_int_bits", "act_frac_bits", "act_rounding"})
-_ADDER_KEYS = frozenset({"eta"})
-OP_KWARG_KEYS: dict[str, frozenset[str]] = {
-    "shift": _SHIFT_KEYS,
-    "adder": _ADDER_KEYS,
-    "shiftadd": _SHIFT_KEYS | _ADDER_KEYS,
-    "mult": frozenset(),
-}
+__all__ = ["ConvertConfig", "augmented_width", "make_divisible"]
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -94,8 +82,8 @@ class ConvertConfig:
         divisor: widened channel counts are multiples of this (``make_divisible``).
     """
 
-    op: str = "shift"
-    op_overrides: dict[str, str] = field(default_factory=dict)
+    op: Op | str = Op.SHIFT
+    op_overrides: dict[str, Op | str] = field(default_factory=dict)
     aug_width_mult_list: list[float] = field(default_factory=lambda: [1.0, 1.6, 2.2])
     aug_expand_list: list[float] = field(default_factory=lambda: [1.0, 1.6, 2.2, 2.8])
     keep_first_conv_mult: bool = True
@@ -106,8 +94,7 @@ class ConvertConfig:
     divisor: int = 8
 
     def __post_init__(self) -> None:
-        if self.op not in OPS:
-            raise ValueError(f"ConvertConfig.op={self.op!r} is unknown; use one of {', '.join(map(repr, OPS))}")
+        self.op = op_spec(self.op, where="ConvertConfig.op").op
         if not isinstance(self.op_overrides, Mapping):
             raise TypeError("ConvertConfig.op_overrides must be a dict {module name or regex: op}, got "
                             f"{type(self.op_overrides).__name__}")
@@ -116,9 +103,7 @@ class ConvertConfig:
             if not isinstance(key, str) or not key:
                 raise TypeError("ConvertConfig.op_overrides keys must be non-empty module names or regexes, got "
                                 f"{key!r}")
-            if op not in OPS:
-                raise ValueError(f"ConvertConfig.op_overrides[{key!r}]={op!r} is unknown; use one of "
-                                 f"{', '.join(map(repr, OPS))}")
+            self.op_overrides[key] = op_spec(op, where=f"ConvertConfig.op_overrides[{key!r}]").op
             try:
                 re.compile(key)
             except re.error as err:
@@ -134,7 +119,7 @@ class ConvertConfig:
         if not isinstance(self.op_kwargs, Mapping):
             raise TypeError(f"ConvertConfig.op_kwargs must be a dict, got {type(self.op_kwargs).__name__}")
         self.op_kwargs = dict(self.op_kwargs)
-        known = frozenset().union(*OP_KWARG_KEYS.values())
+        known = frozenset().union(*(spec.kwargs for spec in OP_TABLE.values()))
         unknown = sorted(set(self.op_kwargs) - known)
         if unknown:
             raise ValueError(f"ConvertConfig.op_kwargs has unknown keys {unknown}; allowed: {sorted(known)}")
@@ -166,10 +151,10 @@ class ConvertConfig:
 
     def kwargs_for(self, op: str) -> dict[str, Any]:
         """The subset of ``op_kwargs`` that operator ``op`` understands."""
-        return {k: v for k, v in self.op_kwargs.items() if k in OP_KWARG_KEYS[op]}
+        return {k: v for k, v in self.op_kwargs.items() if k in op_spec(op).kwargs}
 
     def remap_for(self, op: str) -> bool | dict[str, Any] | None:
         """``remap`` for adder/shiftadd layers, ``None`` for the others (remap only exists for adders, eq. 5)."""
-        if op not in ("adder", "shiftadd") or self.remap in (None, False):
+        if not op_spec(op).has_adder or self.remap in (None, False):
             return None
         return dict(self.remap) if isinstance(self.remap, Mapping) else True

@@ -26,8 +26,7 @@ from typing import Iterable
 
 from torch import nn
 
-from ..modes import Mode
-from .handlers import hybrid_types
+from ..modes import is_hybrid
 from .plan import PLAN_ATTR, ConversionPlan
 
 __all__ = ["export", "is_exportable", "ExportInfo", "EXPORT_INFO_ATTR"]
@@ -45,8 +44,7 @@ class ExportInfo:
 
 def is_exportable(module: nn.Module) -> bool:
     """Whether :func:`export` replaces ``module`` by its ``export()`` (module docstring: export protocol)."""
-    return isinstance(module, hybrid_types()) or (
-        isinstance(getattr(module, "mode", None), Mode) and callable(getattr(module, "export", None)))
+    return is_hybrid(module) and callable(getattr(module, "export", None))
 
 
 def _replace(parent: nn.Module, prefix: str = "") -> int:

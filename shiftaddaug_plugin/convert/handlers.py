@@ -27,7 +27,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 if TYPE_CHECKING:  # pragma: no cover
     from .plan import ConversionPlan, LayerPlan
 
-__all__ = ["Handler", "handler_table", "handler_for", "layer_kind", "hybrid_types", "GUARDED_BASES"]
+__all__ = ["Handler", "handler_table", "handler_for", "layer_kind", "GUARDED_BASES"]
 
 
 @dataclass(frozen=True)
@@ -173,13 +173,6 @@ def handler_table() -> dict[type, Handler]:
             table[MMCVConv2d] = Handler("conv", _build_conv)
             table[MMCVLinear] = Handler("linear", _build_linear)
     return table
-
-
-def hybrid_types() -> tuple[type, ...]:
-    """The hybrid layer classes (a model containing one of them is already converted)."""
-    from ..layers.hybrid import HybridBatchNorm2d, HybridConv2d, HybridLinear
-
-    return (HybridConv2d, HybridLinear, HybridBatchNorm2d)
 
 
 GUARDED_BASES: tuple[type, ...] = (nn.Conv2d, nn.Linear, _BatchNorm)

@@ -55,8 +55,10 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from .config import LINEAR_OPS, ConvertConfig, augmented_width
-from .handlers import GUARDED_BASES, handler_table, hybrid_types, layer_kind
+from ..ops import OP_TABLE, linear_op_values
+from .config import ConvertConfig, augmented_width
+from ..protocol import hybrid_modules, is_hybrid_layer, unwrap
+from .handlers import GUARDED_BASES, handler_table, layer_kind
 
 __all__ = ["ChannelGroup", "LayerPlan", "ConversionPlan", "analyze", "get_plan", "PLAN_ATTR", "FilterFn", "ForwardFn"]
 
@@ -157,8 +159,8 @@ class ConversionPlan:
 def get_plan(model: nn.Module) -> ConversionPlan:
     """The plan stored by :func:`~shiftaddaug_plugin.convert.convert` on ``model`` (or on ``model.module`` for
     DDP / EMA wrappers); ``ValueError`` if the model was not converted."""
-    for candidate in (model, getattr(model, "module", None)):
-        plan = getattr(candidate, PLAN_ATTR, None) if isinstance(candidate, nn.Module) else None
+    for candidate in (model, unwrap(model)):
+        plan = getattr(candidate, PLAN_ATTR, None)
         if isinstance(plan, ConversionPlan):
             return plan
     raise ValueError(f"{type(model).__name__} carries no conversion plan; convert it first with "
@@ -168,7 +170,7 @@ def get_plan(model: nn.Module) -> ConversionPlan:
 def planned_root(model: nn.Module) -> tuple[nn.Module, ConversionPlan]:
     """(module whose ``named_modules`` names match the plan, plan): unwraps DDP/EMA ``.module`` wrappers."""
     plan = get_plan(model)
-    root = model if getattr(model, PLAN_ATTR, None) is plan else model.module  # type: ignore[union-attr]
+    root = model if getattr(model, PLAN_ATTR, None) is plan else unwrap(model)
     return root, plan
 
 
@@ -603,11 +605,11 @@ def check_not_converted(model: nn.Module) -> None:
     if getattr(model, PLAN_ATTR, None) is not None:
         raise ValueError("the model is already converted (it carries a conversion plan); convert the dense model, "
                          "or use the converted one as is")
-    types = hybrid_types()
-    for name, m in model.named_modules():
-        if isinstance(m, types):
-            raise ValueError(f"the model is already converted: '{name}' is a {type(m).__name__}; converting twice "
-                             "would widen twice. Convert the original dense model instead")
+    for name, m in hybrid_modules(model):
+        if not is_hybrid_layer(m):
+            continue
+        raise ValueError(f"the model is already converted: '{name}' is a {type(m).__name__}; converting twice "
+                         "would widen twice. Convert the original dense model instead")
 
 
 def _resolve_op(name: str, kind: str, role: str, config: ConvertConfig, normed: bool = True) -> str | None:
@@ -615,9 +617,9 @@ def _resolve_op(name: str, kind: str, role: str, config: ConvertConfig, normed: 
         return None
     override = config.override_for(name)
     if override is not None:
-        if kind == "linear" and override not in LINEAR_OPS:
+        if kind == "linear" and not OP_TABLE[override].linear:
             raise ValueError(f"op_overrides gives linear layer '{name}' op={override!r}; linear layers support "
-                             f"{', '.join(map(repr, LINEAR_OPS))}")
+                             f"{', '.join(map(repr, linear_op_values()))}")
         return override
     if role == "first" and config.keep_first_conv_mult:
         return "mult"
@@ -625,7 +627,7 @@ def _resolve_op(name: str, kind: str, role: str, config: ConvertConfig, normed: 
         return "mult"
     if kind == "linear":
         return "mult" if config.op == "mult" else "shift"
-    if config.op in ("adder", "shiftadd") and not normed:
+    if OP_TABLE[config.op].has_adder and not normed:
         return "shift"  # adder outputs need a batch norm right after them (docs/algorithms.md §2)
     return config.op
 

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from ..functional.distribution import gauss_scale, gauss_to_laplace_matched, laplace_scale, laplace_to_gauss_matched
 from ..modes import ChoiceEnum
+from ..protocol import unwrap
 from .plan import ChannelGroup, planned_root
 
 __all__ = ["SortScope", "sort_channels", "mid_channel_importance", "adder_block_mask"]
@@ -120,7 +121,7 @@ def _targets(group: ChannelGroup) -> list[tuple[str, str, int]]:
 def _ema_module(ema: Any) -> nn.Module | None:
     if ema is None:
         return None
-    inner = getattr(ema, "module", ema)  # timm ModelEmaV2/V3 keep the copy in .module
+    inner = unwrap(ema) if isinstance(ema, nn.Module) else getattr(ema, "module", ema)  # timm EMA: .module
     if not isinstance(inner, nn.Module):
         raise TypeError("ema must be an nn.Module or have an nn.Module .module (timm ModelEmaV3), got "
                         f"{type(ema).__name__}")

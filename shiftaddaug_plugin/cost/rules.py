@@ -36,6 +36,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from ..ops import OP_TABLE, Op, op_spec
 
 # ------------------------------------------------------------------------------------------------ data types
 
@@ -197,6 +198,13 @@ def _dense_params(module: nn.Module, bits: int) -> tuple[int, int]:
     return n, n * bits
 
 
+def priced(op: Op, macs: int, bias_adds: int = 0, adder_macs: int = 0) -> OpCounts:
+    """Counts of ``macs`` positions of operator ``op`` by the operator table (:class:`shiftaddaug_plugin.ops.OpSpec`),
+    plus ``bias_adds`` additions."""
+    c = OP_TABLE[op].cost(macs, adder_macs)
+    return OpCounts(mults=c.mults, adds=c.adds + bias_adds, shifts=c.shifts, macs=c.macs)
+
+
 def conv_rule(module: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: CostContext) -> LayerEstimate:
     """Multiplicative convolution: 1 mult + 1 add per MAC, +1 add per output element for the bias."""
     macs, outs = _conv_macs(module, x, y)
@@ -204,7 +212,7 @@ def conv_rule(module: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: CostCont
     params, bits = _dense_params(module, ctx.precision_bits)
     return LayerEstimate(
         op=f"{_conv_kind(module, x)}conv",
-        counts=OpCounts(mults=macs, adds=macs + bias_adds, macs=macs),
+        counts=priced(Op.MULT, macs, bias_adds),
         params=params, param_bits=bits, weight_bits=(ctx.precision_bits,), act_bits=ctx.precision_bits,
     )
 
@@ -217,7 +225,7 @@ def conv_transpose_rule(module: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx
     bias_adds = int(y.numel()) if _bias_numel(module) else 0
     params, bits = _dense_params(module, ctx.precision_bits)
     return LayerEstimate(
-        op="transposed conv", counts=OpCounts(mults=macs, adds=macs + bias_adds, macs=macs),
+        op="transposed conv", counts=priced(Op.MULT, macs, bias_adds),
         params=params, param_bits=bits, weight_bits=(ctx.precision_bits,), act_bits=ctx.precision_bits,
     )
 
@@ -235,7 +243,7 @@ def linear_rule(module: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: CostCo
     bias_adds = int(y.numel()) if _bias_numel(module) else 0
     params, bits = _dense_params(module, ctx.precision_bits)
     return LayerEstimate(
-        op="linear", counts=OpCounts(mults=macs, adds=macs + bias_adds, macs=macs),
+        op="linear", counts=priced(Op.MULT, macs, bias_adds),
         params=params, param_bits=bits, weight_bits=(ctx.precision_bits,), act_bits=ctx.precision_bits,
     )
 
@@ -250,7 +258,7 @@ def _shift_estimate(module: nn.Module, macs: int, bias_adds: int, op: str) -> La
     b = _bias_numel(module)
     note = "" if found else "quantisation attributes not found: DeepShift defaults (5-bit weights, 16+16-bit input) assumed"
     return LayerEstimate(
-        op=op, counts=OpCounts(shifts=macs, adds=macs + bias_adds, macs=macs),
+        op=op, counts=priced(Op.SHIFT, macs, bias_adds),
         params=w + b, param_bits=w * w_bits + b * act_bits,  # bias stored at accumulator (fixed-point) width
         weight_bits=(w_bits,), act_bits=act_bits, note=note, mf_layer=True,
     )
@@ -274,7 +282,7 @@ def adder_conv_rule(module: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: Co
     bias_adds = outs if _bias_numel(module) else 0
     params, bits = _dense_params(module, ctx.precision_bits)
     return LayerEstimate(
-        op=f"{_conv_kind(module, x)}adder conv", counts=OpCounts(adds=2 * macs + bias_adds, macs=macs),
+        op=f"{_conv_kind(module, x)}adder conv", counts=priced(Op.ADDER, macs, bias_adds),
         params=params, param_bits=bits, weight_bits=(ctx.precision_bits,), act_bits=ctx.precision_bits,
         mf_layer=True,
     )
@@ -308,19 +316,16 @@ def _hybrid_estimate(
     t_params: int, a_params: int, bias_params: int, ctx: CostContext, *, adder_macs: int = 0, adder_params: int = 0,
 ) -> LayerEstimate:
     """Assemble a hybrid layer's cost: target part by its operator, augmented part multiplicative (eq. 4)."""
-    op = str(getattr(module, "op", "shift"))
-    if op not in ("shift", "adder", "shiftadd", "mult"):
-        raise ValueError(f"hybrid layer has unknown op {op!r}; expected 'shift', 'adder', 'shiftadd' or 'mult'")
-    mf = bool(getattr(module, "mf_enabled", True)) and op != "mult"
+    spec = op_spec(getattr(module, "op", Op.SHIFT), where=f"hybrid layer {type(module).__name__}")
+    op = spec.op.value
+    mf = bool(getattr(module, "mf_enabled", True)) and spec.multiplication_free
     p = ctx.precision_bits
     weight_bits, act_bits, t_bits = {p}, p, p
-    if not mf:  # multiplicative target: one plain conv / linear (the shift-add adder weight is unused)
-        counts = OpCounts(mults=t_macs, adds=t_macs, macs=t_macs)
+    pricing = spec if mf else OP_TABLE[Op.MULT]  # MF disabled: one plain conv / linear (adder weight unused)
+    counts = priced(pricing.op, t_macs, adder_macs=adder_macs)
+    if not mf:
         adder_params = 0
-    elif op == "adder":
-        counts = OpCounts(adds=2 * t_macs, macs=t_macs)
-    else:  # shift, or shift-add = shift conv then adder conv
-        counts = OpCounts(shifts=t_macs, adds=t_macs + 2 * adder_macs, macs=t_macs + adder_macs)
+    elif spec.has_shift:  # shift, or shift-add = shift conv then adder conv
         w_bits, a_int, a_frac, _ = shift_quant_bits(module)
         t_bits, act_bits = w_bits, max(a_int + a_frac, p if a_macs else 0)
         weight_bits = {w_bits} | ({p} if a_params or adder_params else set())

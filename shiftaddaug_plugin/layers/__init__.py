@@ -5,13 +5,12 @@
 * hybrid (ShiftAddAug eq. 4): ``HybridConv2d``, ``HybridLinear``, ``HybridBatchNorm2d``, ``HybridBatchNormAct2d``.
 """
 from .adder import AdderConv2d
-from .hybrid import HYBRID_OPS, HybridBatchNorm2d, HybridBatchNormAct2d, HybridConv2d, HybridLinear
+from .hybrid import HybridBatchNorm2d, HybridBatchNormAct2d, HybridConv2d, HybridLinear
 from .shift import ShiftConv2d, ShiftLinear
 from .shiftadd import ShiftAddConv2d
 
 __all__ = [
     "AdderConv2d",
-    "HYBRID_OPS",
     "HybridBatchNorm2d",
     "HybridBatchNormAct2d",
     "HybridConv2d",

@@ -35,36 +35,14 @@ from torch import Tensor, nn
 from ..functional.adder import adder_conv2d
 from ..functional.shift import ShiftQuantConfig, shift_conv2d, shift_linear
 from ..modes import Mode
-from ..sharing.remap import PiecewiseRemap, WeightRemap
+from ..ops import OP_TABLE, SHIFT_KWARGS, Op, check_op_kwargs
+from .remap import PiecewiseRemap, WeightRemap
 from .shiftadd import adder_same_padding
 
-__all__ = ["HybridConv2d", "HybridLinear", "HybridBatchNorm2d", "HybridBatchNormAct2d", "HYBRID_OPS"]
-
-#: target operators of :class:`HybridConv2d`
-HYBRID_OPS = ("shift", "adder", "shiftadd", "mult")
-_SHIFT_KWARGS = frozenset({"weight_bits", "act_int_bits", "act_frac_bits", "act_rounding", "quantize_input"})
-_ADDER_KWARGS = frozenset({"eta"})
-_ALLOWED_KWARGS: dict[str, frozenset[str]] = {
-    "shift": _SHIFT_KWARGS,
-    "adder": _ADDER_KWARGS,
-    "shiftadd": _SHIFT_KWARGS | _ADDER_KWARGS,
-    "mult": frozenset(),
-}
-
-
-def _check_op_kwargs(layer: str, op: str, ops: tuple[str, ...], op_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
-    if op not in ops:
-        raise ValueError(f"{layer}: unknown op {op!r}; use one of {', '.join(map(repr, ops))}")
-    kwargs = dict(op_kwargs or {})
-    unknown = sorted(set(kwargs) - _ALLOWED_KWARGS[op])
-    if unknown:
-        allowed = ", ".join(sorted(_ALLOWED_KWARGS[op])) or "none"
-        raise ValueError(f"{layer}(op={op!r}) got unknown op_kwargs {unknown}; allowed keys: {allowed}")
-    return kwargs
-
+__all__ = ["HybridConv2d", "HybridLinear", "HybridBatchNorm2d", "HybridBatchNormAct2d"]
 
 def _shift_config(kwargs: Mapping[str, Any]) -> ShiftQuantConfig:
-    return ShiftQuantConfig(**{k: v for k, v in kwargs.items() if k in _SHIFT_KWARGS})
+    return ShiftQuantConfig(**{k: v for k, v in kwargs.items() if k in SHIFT_KWARGS})
 
 
 def _cat_channels(parts: list[Tensor]) -> Tensor:
@@ -143,11 +121,12 @@ class HybridConv2d(nn.Conv2d):
         *,
         target_in_channels: int,
         target_out_channels: int,
-        op: str = "shift",
+        op: Op | str = Op.SHIFT,
         op_kwargs: Mapping[str, Any] | None = None,
         remap: bool | Mapping[str, Any] | WeightRemap | PiecewiseRemap | None = None,
     ) -> None:
-        kwargs = _check_op_kwargs("HybridConv2d", op, HYBRID_OPS, op_kwargs)
+        kwargs = check_op_kwargs("HybridConv2d", op, op_kwargs)
+        op = Op.parse(op)
         depthwise = groups != 1
         if depthwise and not (groups == in_channels == out_channels):
             raise ValueError(
@@ -164,7 +143,7 @@ class HybridConv2d(nn.Conv2d):
                 f"depthwise HybridConv2d needs target_in_channels == target_out_channels, got {target_in_channels} "
                 f"and {target_out_channels}; use the same target width for both"
             )
-        if remap not in (None, False) and op not in ("adder", "shiftadd"):
+        if remap not in (None, False) and not OP_TABLE[op].has_adder:
             raise ValueError(f"remap (eq. 5) only applies to op='adder' or 'shiftadd', not op={op!r}; pass remap=None")
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, device=device, dtype=dtype)
@@ -176,7 +155,7 @@ class HybridConv2d(nn.Conv2d):
         self._active_out = out_channels
         self.mf_enabled = True
         self.mode = Mode.AUGMENTED
-        self.quant_config = _shift_config(kwargs) if op in ("shift", "shiftadd") else None
+        self.quant_config = _shift_config(kwargs) if OP_TABLE[op].has_shift else None
         self.eta = float(kwargs.get("eta", 0.2))
         if op == "shiftadd":
             self._adder_padding = adder_same_padding(self.kernel_size, self.dilation)  # ValueError for even kernels
@@ -326,7 +305,7 @@ class HybridConv2d(nn.Conv2d):
             groups=groups, bias=self.bias is not None, padding_mode=self.padding_mode,
             device=self.weight.device, dtype=self.weight.dtype,
         )
-        shift_kwargs = {k: v for k, v in self.op_kwargs.items() if k in _SHIFT_KWARGS}
+        shift_kwargs = {k: v for k, v in self.op_kwargs.items() if k in SHIFT_KWARGS}
         with torch.no_grad():
             if not self.mf_enabled or self.op == "mult":
                 out: nn.Conv2d = nn.Conv2d(self._target_in, self._target_out, **common)
@@ -386,10 +365,11 @@ class HybridLinear(nn.Linear):
         dtype: torch.dtype | None = None,
         *,
         target_in_features: int,
-        op: str = "shift",
+        op: Op | str = Op.SHIFT,
         op_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
-        kwargs = _check_op_kwargs("HybridLinear", op, ("shift", "mult"), op_kwargs)
+        kwargs = check_op_kwargs("HybridLinear", op, op_kwargs, linear=True)
+        op = Op.parse(op)
         if not 1 <= target_in_features <= in_features:
             raise ValueError(f"target_in_features={target_in_features} must lie in [1, in_features={in_features}]")
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)

@@ -19,7 +19,7 @@ except ImportError as err:  # pragma: no cover - exercised only without the [mms
         "pip install 'shiftaddaug_plugin[mmseg]' (see docs/ARCHITECTURE.md for building mmcv)"
     ) from err
 
-import shiftaddaug_plugin.models  # noqa: F401,E402  (registers shiftadd_* timm models for TIMMBackbone)
+from shiftaddaug_plugin import register_timm_models  # noqa: E402
 from shiftaddaug_plugin.registry import register_mmengine_modules  # noqa: E402
 
 from .datasets import FashionMNISTScenesDataset, generate_scenes  # noqa: E402
@@ -36,6 +36,7 @@ from .hook import ShiftAddAugHook  # noqa: E402
 from .scenes import SCENE_CLASSES, SceneConfig, compose_scene  # noqa: E402
 from .segmentor import ShiftAddAugEncoderDecoder  # noqa: E402
 
+register_timm_models()  # shiftadd_* timm models for TIMMBackbone
 register_mmengine_modules()
 
 __all__ = [

@@ -27,12 +27,12 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 from torch import nn
 
 from shiftaddaug_plugin.block_variant import BlockVariantSchedule
 from shiftaddaug_plugin.modes import Mode, set_mode
+from shiftaddaug_plugin.protocol import hybrid_modules, unwrap
 from shiftaddaug_plugin.schedule import fraction_to_step
 
 __all__ = ["ShiftAddAugHook", "build_recalib_loader", "hybrid_layers", "recalibrate_segmentor"]
@@ -42,7 +42,7 @@ _STATE_KEY = "shiftaddaug_hook"
 
 def hybrid_layers(model: nn.Module) -> list[nn.Module]:
     """Every hybrid layer (anything with a :class:`Mode` ``mode`` attribute) of ``model``, in module order."""
-    return [m for m in model.modules() if isinstance(getattr(m, "mode", None), Mode)]
+    return [m for _, m in hybrid_modules(model)]
 
 
 def _check_fraction(name: str, value: Any, *, allow_none: bool = False) -> float | None:
@@ -204,7 +204,7 @@ class ShiftAddAugHook(Hook):
     @staticmethod
     def _model(runner: Any) -> nn.Module:
         model = runner.model
-        return model.module if is_model_wrapper(model) else model
+        return unwrap(runner.model)
 
     def _is_hybrid(self, runner: Any) -> bool:
         model = self._model(runner)

@@ -43,8 +43,10 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._efficientnet_builder import decode_arch_def, resolve_act_layer, resolve_bn_args, round_channels
 from timm.models.efficientnet import EfficientNet
 
+
+from ..ops import Op, op_spec
+
 __all__ = [
-    "VALID_OPS",
     "ModelVariant",
     "ReferenceArch",
     "StageSpec",
@@ -57,8 +59,6 @@ __all__ = [
     "shiftadd_proxyless",
 ]
 
-#: operators a target network can use (docs/algorithms.md §1-2.3); 'mult' = ordinary multiplicative convolutions.
-VALID_OPS: tuple[str, ...] = ("mult", "shift", "adder", "shiftadd")
 
 _TRUE_STRINGS = frozenset({"true", "1", "yes", "y", "on"})
 _FALSE_STRINGS = frozenset({"false", "0", "no", "n", "off"})
@@ -191,7 +191,7 @@ def arch_block_strings(arch: ReferenceArch) -> list[list[str]]:
 class ModelVariant:
     """Which network an entrypoint builds (parsed ``--model-kwargs``)."""
 
-    op: str = "mult"
+    op: Op | str = Op.MULT
     aug: bool = False
     aug_width_mult_list: tuple[float, ...] = (1.0,)
     aug_expand_list: tuple[float, ...] = (1.0,)
@@ -258,9 +258,7 @@ def parse_variant_kwargs(kwargs: dict[str, Any], arch: ReferenceArch) -> ModelVa
     ``None`` means "default" for every key (timm passes unset options as ``None``).
     """
     op_raw = kwargs.pop("op", None)
-    op = "mult" if op_raw is None else str(op_raw).strip().lower()
-    if op not in VALID_OPS:
-        raise ValueError(f"unknown op {op_raw!r}; valid values: {', '.join(VALID_OPS)}")
+    op = Op.MULT if op_raw is None else op_spec(str(op_raw).strip(), where="model kwarg op").op
     aug_raw = kwargs.pop("aug", None)
     aug = False if aug_raw is None else _parse_bool(aug_raw, "aug")
     width_raw = kwargs.pop("aug_width_mult_list", None)

@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 
 from torch import nn
 
+from ..ops import OP_TABLE, Op
 from .space import Arch
 
 __all__ = ["COST_METRICS", "ArchCost", "Constraints", "layer_op", "arch_cost"]
@@ -128,17 +129,16 @@ def arch_cost(model: nn.Module, arch: Arch, input_shape: Sequence[int], *, preci
             op = layer_op(row.name, module, arch)
             bias = row.adds - row.macs
             macs = row.macs
-            if op == "shift":
-                m, a, s = 0, macs + bias, macs
-            elif op == "adder":
-                m, a, s = 0, 2 * macs + bias, 0
-            elif op == "shiftadd":
-                out_elems = math.prod(row.output_shape)
+            spec = OP_TABLE[Op(op)]
+            adder_macs = 0
+            if spec.has_shift and spec.has_adder:  # shift-add: the adder conv after the shift conv
                 o, groups = module.out_channels, module.groups
                 k2 = math.prod(module.kernel_size)
-                adder_macs = out_elems * (o // groups) * k2
-                m, a, s = 0, macs + bias + 2 * adder_macs, macs
+                adder_macs = math.prod(row.output_shape) * (o // groups) * k2
                 p += o * (o // groups) * k2
+            if spec.multiplication_free:
+                c = spec.cost(macs, adder_macs)
+                m, a, s = c.mults, c.adds + bias, c.shifts
         mults, adds, shifts, params = mults + m, adds + a, shifts + s, params + p
         energy += table.energy_pj(m, a, s, report.precision)
     return ArchCost(macs=report.macs, mults=mults, adds=adds, shifts=shifts, params=params,

@@ -24,7 +24,7 @@ additions taken from the arch:
   (= :func:`shiftaddaug_plugin.nas.stage2.export_target`) drops them. With ``aug=False`` the slim target
   (unselected blocks dropped) is built directly.
 
-``import shiftaddaug_plugin.models`` imports this module (registration); it must not import optuna.
+``shiftaddaug_plugin.register_timm_models()`` imports this module (registration); it must not import optuna.
 """
 from __future__ import annotations
 

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..atomic import atomic_write_text
+from ..ops import op_spec
 
 __all__ = [
-    "NAS_OPS",
     "BlockArch",
     "StageArch",
     "Arch",
@@ -39,8 +39,6 @@ __all__ = [
     "load_arch",
 ]
 
-#: operators a target block can use (docs/algorithms.md §1-2.3); 'mult' = ordinary convolutions
-NAS_OPS: tuple[str, ...] = ("mult", "shift", "adder", "shiftadd")
 _ARCH_VERSION = 1
 
 
@@ -58,9 +56,7 @@ def _fmt_ratio(value: float) -> str:
 
 
 def _check_op(op: Any, where: str) -> str:
-    if op not in NAS_OPS:
-        raise ValueError(f"{where}: op={op!r} is unknown; use one of {', '.join(map(repr, NAS_OPS))}")
-    return str(op)
+    return op_spec(op, where=where).op.value
 
 
 def _check_int(value: Any, where: str, minimum: int = 1) -> int:

@@ -33,23 +33,13 @@ from timm.task import ClassificationTask
 from torch import Tensor, nn
 
 from shiftaddaug_plugin.modes import Mode, set_mode
+from shiftaddaug_plugin.protocol import unwrap
 
 __all__ = ["NonFiniteLossError", "ShiftAddAugTask", "train_one_epoch", "evaluate", "unwrap", "format_eta"]
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; training stops before the optimizer step that would use it."""
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside DDP / ``torch.compile`` wrappers."""
-    while True:
-        inner = getattr(model, "module", None)
-        if not isinstance(inner, nn.Module):
-            inner = getattr(model, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
 
 
 class ShiftAddAugTask(ClassificationTask):

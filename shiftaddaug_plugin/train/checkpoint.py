@@ -131,7 +131,9 @@ def load_exported(path: str | os.PathLike[str], device: torch.device | str = "cp
     """
     import timm
 
-    import shiftaddaug_plugin.models  # noqa: F401 - registers the shiftadd_* models
+    from shiftaddaug_plugin import register_timm_models
+
+    register_timm_models()
 
     weights = Path(path)
     if weights.is_dir():

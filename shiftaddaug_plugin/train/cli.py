@@ -70,9 +70,11 @@ def build_model(args: argparse.Namespace, num_classes: int, input_size: tuple[in
     """
     import timm
 
-    import shiftaddaug_plugin.models  # noqa: F401 - registers shiftadd_*
+    from shiftaddaug_plugin import register_timm_models
     from shiftaddaug_plugin.convert import ConvertConfig, convert
     from shiftaddaug_plugin.models import REFERENCE_ARCHS
+
+    register_timm_models()
 
     kwargs = dict(args.model_kwargs)
     common: dict[str, Any] = dict(pretrained=False, num_classes=num_classes, in_chans=input_size[0],
@@ -238,7 +240,7 @@ def _prepare_remaps(model: torch.nn.Module, args: argparse.Namespace, loader: An
     so that frozen remap parameters never enter it. Trained jointly with SGD instead, the FC maps (one scalar per
     pointwise layer, fed by thousands of filters' adder gradients) blew the adder weights up within an epoch
     (loss 1e5). On resume the checkpoint's remaps are frozen already: freeze the fresh ones to match."""
-    from shiftaddaug_plugin.sharing.remap import pretrain_remap, remap_modules
+    from shiftaddaug_plugin.sharing import pretrain_remap, remap_modules
 
     layers = remap_modules(model)
     remaps = list({id(m.remap): m.remap for m in layers}.values())
