@@ -13,7 +13,10 @@ STAMP := $(VENV)/.shiftaddaug-installed
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 PYTEST_ARGS ?=
 
-.PHONY: all setup test test-fast demo bench dataset clean
+CORE_STAMP := $(VENV)/.shiftaddaug-core-installed
+LINT_STAMP := $(VENV)/.shiftaddaug-lint-installed
+
+.PHONY: all setup setup-core test test-core test-fast lint demo bench dataset clean
 
 all: test
 
@@ -31,6 +34,28 @@ $(STAMP): $(CONSTRAINTS) setup.cfg pyproject.toml tools/build_mmcv.sh
 	$(PY) -c "import mmcv.ops, mmseg, timm, shiftaddaug_plugin; print('[setup] OK: mmcv', mmcv.__version__, 'mmseg', mmseg.__version__, 'timm', timm.__version__)"
 	touch $(STAMP)
 
+# the stack without mmcv / mmsegmentation (no mmcv build): enough for every test not marked `mmseg`
+$(CORE_STAMP): $(CONSTRAINTS) setup.cfg pyproject.toml
+	@echo "[setup-core] creating $(VENV) and installing the stack without mmcv/mmseg"
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c $(CONSTRAINTS) setuptools wheel torch torchvision timm numpy scipy matplotlib optuna \
+		pytest pytest-timeout
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	touch $(CORE_STAMP)
+
+setup-core: $(CORE_STAMP) dataset
+
+$(LINT_STAMP): $(CONSTRAINTS) $(CORE_STAMP)
+	$(PIP) install -q -c $(CONSTRAINTS) ruff mypy import-linter
+	touch $(LINT_STAMP)
+
+# ruff (lint + import order), import-linter (dependencies point one way), mypy (configuration in pyproject.toml)
+lint: $(LINT_STAMP)
+	$(VENV)/bin/ruff check shiftaddaug_plugin tools benchmarks tests
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
+
 dataset:
 	@if [ -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ]; then \
 		echo "[setup] Fashion-MNIST present in $(FMNIST_DIR)"; \
@@ -42,6 +67,10 @@ dataset:
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# the tests that need no mmcv / mmsegmentation, without building mmcv
+test-core: setup-core
+	$(PY) -m pytest -m "not mmseg" $(PYTEST_ARGS)
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

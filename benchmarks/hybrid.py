@@ -1,4 +1,5 @@
-"""Hybrid-layer benchmark: HybridConv2d / HybridLinear vs the plain layer of the same output width (docs/algorithms.md §3).
+"""Hybrid-layer benchmark: HybridConv2d / HybridLinear vs the plain layer of the same output width (docs/algorithms.md
+§3).
 
 Usage::
 
@@ -21,8 +22,8 @@ All candidates of a row run in alternating rounds with their reference after war
 shape compiles and autotunes its kernels (reported as "adder compile s", excluded from the timings: it happens
 before the warm-up rounds). Ratios are ratio of medians and, in brackets, ratio of minimums.
 
-No speed targets are set for the hybrid layers by docs/algorithms.md §2; for orientation, the operators alone (ops.py) aim at
-adder <= 1.5x (depthwise) / 4x (pointwise) / 5x (dense), shift <= 1.3x. In ``Mode.AUGMENTED`` the MF part is
+No speed targets are set for the hybrid layers by docs/algorithms.md §2; for orientation, the operators alone (ops.py)
+aim at adder <= 1.5x (depthwise) / 4x (pointwise) / 5x (dense), shift <= 1.3x. In ``Mode.AUGMENTED`` the MF part is
 only the target slice, so the ratios should lie well below the operator ratios.
 """
 from __future__ import annotations
@@ -42,8 +43,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _timing import (  # noqa: E402
-    Stats, add_common_args, alternating_rounds, calibrate_inner, fmt_ratio, fwd_bwd_step, machine_info,
-    markdown_table, ratios, resolve_common_args, summarize, uptime, write_json,
+    Stats,
+    add_common_args,
+    alternating_rounds,
+    calibrate_inner,
+    fmt_ratio,
+    fwd_bwd_step,
+    machine_info,
+    markdown_table,
+    ratios,
+    resolve_common_args,
+    summarize,
+    uptime,
+    write_json,
 )
 from ops import QUICK as OPS_QUICK  # noqa: E402
 from ops import SHAPES as OPS_SHAPES  # noqa: E402

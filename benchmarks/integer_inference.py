@@ -38,8 +38,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _timing import (  # noqa: E402
-    Stats, add_common_args, alternating_rounds, machine_info, markdown_table, ratios, resolve_common_args, summarize,
-    uptime, write_json,
+    Stats,
+    add_common_args,
+    alternating_rounds,
+    machine_info,
+    markdown_table,
+    ratios,
+    resolve_common_args,
+    summarize,
+    uptime,
+    write_json,
 )
 
 from shiftaddaug_plugin.layers import ShiftConv2d, ShiftLinear  # noqa: E402
@@ -161,7 +169,8 @@ def main(argv: Optional[List[str]] = None) -> int:
           f"{rep.max_abs_diff_logits:.3g}); {rep.nonzero_fixed_point_inputs:.1%} of the fixed-point inputs are "
           f"non-zero; {rep.other_convs} multiplicative conv(s) left (stem)")
     if not (rep.logits_bit_exact and rep.layers_bit_exact == rep.shift_layers):
-        raise ValueError("integer shift path is not bit-exact to the float64 float path (docs/algorithms.md §1); see the "
+        raise ValueError("integer shift path is not bit-exact to the float64 float path (docs/algorithms.md §1); see "
+                         "the "
                          "per-layer count above and tests of functional/shift.py")
 
     model64 = copy.deepcopy(model).double()

@@ -10,7 +10,8 @@ stride 2, dense 3x3 16-64 channels) it measures, in one process with ``torch.set
 * time: one forward + backward (input and weight gradients) per call; the operators are run *alternately*
   (conv, adder, shift, conv, adder, shift, ...) after a warm-up, so machine-load drift hits all of them alike;
   the ratio of medians and the ratio of minimums over the rounds are reported (on a shared machine the minimum
-  is the least disturbed estimate; the spread column shows how noisy the rounds were). The adder's first call compiles and autotunes its kernels for the
+  is the least disturbed estimate; the spread column shows how noisy the rounds were). The adder's first call compiles
+  and autotunes its kernels for the
   shape; that one-off cost is reported separately ("compile s").
 * peak extra memory: the peak of live bytes of the c10 CPU allocator during one forward + backward, above what
   was live before the call (torch.profiler ``profile_memory=True``: the allocator's ``[memory]`` events are
@@ -41,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling _timing module
 
 from _timing import fwd_bwd_step  # noqa: E402
+
 from shiftaddaug_plugin.functional import adder as adder_functional  # noqa: E402
 from shiftaddaug_plugin.layers.adder import AdderConv2d  # noqa: E402
 
@@ -234,7 +236,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows.append(bench_shape(shape, args.batch, args.size, repeats, shift_cls))
         print(f"#   done {shape.name}: adder/conv {rows[-1].adder_ratio:.2f}x", file=sys.stderr, flush=True)
     print(render(rows, shift_cls is not None))
-    print("\n(!) = outside the docs/algorithms.md §2 target. adder/conv = ratio of medians; (min) = ratio of the fastest rounds "
+    print("\n(!) = outside the docs/algorithms.md §2 target. adder/conv = ratio of medians; (min) = ratio of the "
+          "fastest rounds "
           "(contention from other processes only adds time, so on a shared machine this is the less disturbed "
           "estimate). spread = (p90 - p10) / median of the per-round times (conv/adder).")
     if args.json is not None:

@@ -31,12 +31,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import nn
@@ -45,8 +44,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _timing import (  # noqa: E402
-    Stats, add_common_args, alternating_rounds, fmt_ratio, machine_info, markdown_table, ratios,
-    resolve_common_args, summarize, uptime, write_json,
+    Stats,
+    add_common_args,
+    alternating_rounds,
+    fmt_ratio,
+    machine_info,
+    markdown_table,
+    ratios,
+    resolve_common_args,
+    summarize,
+    uptime,
+    write_json,
 )
 
 MF_TARGET = 1.6  #: issue 6: directly trained MF step / multiplicative step
@@ -99,13 +107,14 @@ class StepRunner:
         from timm.optim import create_optimizer_v2
 
         import shiftaddaug_plugin.models  # noqa: F401 - registers the shiftadd_* models
+        from shiftaddaug_plugin.augment import WidthSampler
         from shiftaddaug_plugin.train.augtrain import ShiftAddAugTask
 
         torch.manual_seed(args.seed)
         self.name = name
         self.model: nn.Module = timm.create_model(model_name, pretrained=False, num_classes=args.num_classes,
                                                   in_chans=args.in_chans, **kwargs)
-        self.task = ShiftAddAugTask(self.model, alpha=1.0, augment=augment, width_rng=random.Random(args.seed),
+        self.task = ShiftAddAugTask(self.model, alpha=1.0, augment=augment, sampler=WidthSampler(args.seed),
                                     criterion_kwargs={"smoothing": 0.1}, verbose=False)
         self.task.width_aug = True
         self.task.train()

@@ -58,4 +58,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], None],
 
 def atomic_write_text(text: str, path: str | os.PathLike[str]) -> Path:
     """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
-    return atomic_write(path, lambda handle: handle.write(text), text=True)
+    def write(handle: IO[Any]) -> None:
+        handle.write(text)
+
+    return atomic_write(path, write, text=True)

@@ -35,7 +35,7 @@ directly under the root (stem, classifier) form their own unit.
 from __future__ import annotations
 
 import math
-from typing import Sequence, TypeVar
+from typing import Any, Sequence, TypeVar
 
 from torch import nn
 
@@ -61,7 +61,7 @@ GRANULARITIES: tuple[str, ...] = ("layer", "block")
 T = TypeVar("T")
 
 
-def switchable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def switchable_layers(model: nn.Module) -> list[tuple[str, Any]]:
     """``(name, layer)`` of every layer whose target part can be multiplicative or MF, shallow to deep.
 
     Switchable: :func:`shiftaddaug_plugin.protocol.is_switchable` (``HybridConv2d`` / ``HybridLinear`` with a
@@ -69,14 +69,14 @@ def switchable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, m in model.named_modules() if is_switchable(m)]
 
 
-def variant_units(model: nn.Module, granularity: str = "layer") -> list[list[tuple[str, nn.Module]]]:
+def variant_units(model: nn.Module, granularity: str = "layer") -> list[list[tuple[str, Any]]]:
     """Switchable layers grouped into the units that turn MF together, shallow to deep (module docstring)."""
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity={granularity!r} is unknown; use one of {', '.join(map(repr, GRANULARITIES))}")
     layers = switchable_layers(model)
     if granularity == "layer":
         return [[item] for item in layers]
-    units: list[list[tuple[str, nn.Module]]] = []
+    units: list[list[tuple[str, Any]]] = []
     index: dict[str, int] = {}
     for name, layer in layers:
         parent = name.rpartition(".")[0]
@@ -135,7 +135,8 @@ def set_all_mf(model: nn.Module, enabled: bool = True) -> int:
 
 
 class BlockVariantSchedule:
-    """Turn target layers MF from shallow to deep between ``start`` and ``end`` (docs/algorithms.md §6; module docstring).
+    """Turn target layers MF from shallow to deep between ``start`` and ``end`` (docs/algorithms.md §6; module
+    docstring).
 
     Args:
         model: the converted hybrid model (or its DDP wrapper; ``.module`` is used). Needs >= 1 switchable layer.
@@ -165,7 +166,8 @@ class BlockVariantSchedule:
         self.units = variant_units(self.model, granularity)
         if not self.units:
             raise ValueError("the model has no switchable hybrid layer (HybridConv2d/HybridLinear with op != 'mult'); "
-                             "convert it first with shiftaddaug_plugin.convert.convert(model, ConvertConfig(op='shift'))")
+                             "convert it first with shiftaddaug_plugin.convert.convert(model, "
+                             "ConvertConfig(op='shift'))")
 
     @property
     def num_units(self) -> int:

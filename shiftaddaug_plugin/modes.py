@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import enum
 from types import TracebackType
-from typing import Iterator, TypeVar
+from typing import Any, Iterator, TypeVar
 
 from torch import nn
-
 
 E = TypeVar("E", bound="ChoiceEnum")
 
@@ -55,7 +54,7 @@ def is_hybrid(module: nn.Module) -> bool:
     return isinstance(getattr(module, "mode", None), Mode)
 
 
-def _modal_modules(model: nn.Module) -> Iterator[nn.Module]:
+def _modal_modules(model: nn.Module) -> Iterator[Any]:  # hybrid layers: duck-typed ``mode``
     """Every hybrid layer of ``model`` in module order."""
     for module in model.modules():
         if is_hybrid(module):
@@ -85,5 +84,6 @@ def get_mode(model: nn.Module) -> Mode | None:
     """The common mode of all hybrid layers, ``None`` if the model has none; ``ValueError`` if they disagree."""
     modes = {m.mode for m in _modal_modules(model)}
     if len(modes) > 1:
-        raise ValueError(f"hybrid layers are in mixed modes {sorted(m.value for m in modes)}; call set_mode(model, ...)")
+        raise ValueError(f"hybrid layers are in mixed modes {sorted(m.value for m in modes)}; call set_mode(model, "
+                         f"...)")
     return modes.pop() if modes else None

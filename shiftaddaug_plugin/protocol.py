@@ -11,7 +11,7 @@ Light module: ``torch.nn`` only.
 """
 from __future__ import annotations
 
-from typing import Iterator, Protocol, runtime_checkable
+from typing import Any, Iterator, Protocol, runtime_checkable
 
 from torch import nn
 
@@ -52,7 +52,7 @@ def is_switchable(module: nn.Module) -> bool:
     return isinstance(op, Op) and OP_TABLE[op].multiplication_free
 
 
-def hybrid_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+def hybrid_modules(model: nn.Module) -> Iterator[tuple[str, Any]]:
     """``(name, module)`` of every hybrid layer of ``model`` in module order."""
     for name, module in model.named_modules():
         if is_hybrid(module):

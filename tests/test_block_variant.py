@@ -1,4 +1,5 @@
-"""Block-variant schedule (docs/algorithms.md §6): exact MF layer sets per step, monotone, fully MF at the end, validation."""
+"""Block-variant schedule (docs/algorithms.md §6): exact MF layer sets per step, monotone, fully MF at the end,
+validation."""
 from __future__ import annotations
 
 import copy

@@ -13,8 +13,19 @@ timm = pytest.importorskip("timm")
 
 from shiftaddaug_plugin import Mode, set_mode  # noqa: E402
 from shiftaddaug_plugin.convert import (  # noqa: E402
-    ConvertConfig, analyze, audit, augmented_width, convert, export, get_plan, make_divisible,
-    sample_active_widths, set_max_widths, set_target_widths, set_widths, sort_channels,
+    ConvertConfig,
+    analyze,
+    audit,
+    augmented_width,
+    convert,
+    export,
+    get_plan,
+    make_divisible,
+    sample_active_widths,
+    set_max_widths,
+    set_target_widths,
+    set_widths,
+    sort_channels,
 )
 from shiftaddaug_plugin.layers.hybrid import HybridBatchNorm2d, HybridConv2d, HybridLinear  # noqa: E402
 

@@ -1,4 +1,5 @@
-"""Fashion-MNIST idx reader (docs/ARCHITECTURE.md): synthetic idx files in tmp_path, plus one real read when installed."""
+"""Fashion-MNIST idx reader (docs/ARCHITECTURE.md): synthetic idx files in tmp_path, plus one real read when
+installed."""
 from __future__ import annotations
 
 import gzip

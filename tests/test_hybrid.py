@@ -12,6 +12,7 @@ from shiftaddaug_plugin.layers.hybrid import HybridBatchNorm2d, HybridBatchNormA
 from shiftaddaug_plugin.modes import Mode, set_mode
 from shiftaddaug_plugin.sharing import WeightRemap, gauss_to_laplace
 
+
 @pytest.fixture(autouse=True)
 def _eager_adder(monkeypatch: pytest.MonkeyPatch) -> None:
     """Run adder convs on the compiler-free path: these tests check maths, not kernels (compiles cost seconds)."""

@@ -1,5 +1,5 @@
-"""`import shiftaddaug_plugin` stays light (docs/ARCHITECTURE.md, §6): no timm / mmengine / mmseg / mmcv, no dynamo/inductor
-(compilation machinery), no CUDA initialisation. Checked in a fresh interpreter."""
+"""`import shiftaddaug_plugin` stays light (docs/ARCHITECTURE.md, §6): no timm / mmengine / mmseg / mmcv, no
+dynamo/inductor (compilation machinery), no CUDA initialisation. Checked in a fresh interpreter."""
 from __future__ import annotations
 
 import json

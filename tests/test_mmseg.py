@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import glob
 import os.path as osp
-import random
 
 import numpy as np
 import pytest
@@ -32,8 +31,9 @@ ALL_CONFIGS = sorted(glob.glob(osp.join(CONFIG_DIR, "*.py")))
 
 @pytest.fixture(scope="module")
 def ext():
-    import shiftaddaug_plugin.mmseg_ext as ext
     from mmengine.registry import init_default_scope
+
+    import shiftaddaug_plugin.mmseg_ext as ext
 
     init_default_scope("mmseg")
     return ext
@@ -113,6 +113,7 @@ def test_scene_config_errors(ext):
 def test_dataset_files_equal_generator(ext, data_root):
     from mmseg.registry import DATASETS
     from PIL import Image
+
     from shiftaddaug_plugin.data.fashion_mnist import FashionMNIST
 
     ds = DATASETS.build(dict(type="FashionMNISTScenesDataset", split="val", num_images=6, data_root=data_root,
@@ -133,6 +134,7 @@ def test_dataset_files_equal_generator(ext, data_root):
 def test_every_config_builds(ext, path):
     from mmengine.config import Config
     from mmseg.registry import MODELS
+
     from shiftaddaug_plugin.layers.hybrid import HybridConv2d
 
     cfg = Config.fromfile(path)
@@ -149,6 +151,7 @@ def test_every_config_builds(ext, path):
 
 def test_conv_cfg_uses_registered_ops(ext):
     from mmcv.cnn import build_conv_layer
+
     from shiftaddaug_plugin.layers.adder import AdderConv2d
     from shiftaddaug_plugin.layers.shift import ShiftConv2d
 

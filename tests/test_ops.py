@@ -31,8 +31,8 @@ def test_table_covers_every_member_once() -> None:
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.op.value)
 def test_every_component_accepts_every_op(spec) -> None:
     op = spec.op.value
-    assert ConvertConfig(op=op).op is spec.op
-    assert ConvertConfig(op_overrides={"x": op.upper()}).op_overrides["x"] is spec.op
+    assert ConvertConfig(op=spec.op).op == op and type(ConvertConfig(op=spec.op).op) is str  # plain: checkpoints
+    assert ConvertConfig(op_overrides={"x": op.upper()}).op_overrides["x"] == op
     assert parse_variant_kwargs({"op": op}, REFERENCE_ARCHS["shiftadd_mcunet"]).op == op
     assert BlockArch(3, 3.0, op).op == op
     layer = HybridConv2d(8, 8, 3, padding=1, target_in_channels=4, target_out_channels=4, op=op)
@@ -86,3 +86,30 @@ def test_shiftadd_cost_adds_the_adder_conv() -> None:
 def test_unknown_op_names_the_valid_ones(bad) -> None:
     with pytest.raises(ValueError, match="use one of 'shift', 'adder', 'shiftadd', 'mult'"):
         op_spec(bad, where="test")
+
+
+# ------------------------------------------------------------------------- every registry covers every layer
+def _our_layer_classes() -> list[type]:
+    import shiftaddaug_plugin.layers as layers
+
+    return [getattr(layers, name) for name in layers.__all__]
+
+
+@pytest.mark.parametrize("cls", _our_layer_classes(), ids=lambda c: c.__name__)
+def test_every_layer_has_a_cost_rule(cls: type) -> None:
+    """Cost rules are keyed by ``module.QualName`` strings: moving a class must move its key (a silent 0 count)."""
+    from shiftaddaug_plugin.cost.rules import DEFAULT_RULES, type_key
+
+    assert type_key(cls) in DEFAULT_RULES
+
+
+def test_every_handler_builds_a_layer_with_a_cost_rule() -> None:
+    """Each entry of the converter's exact-type table converts to a layer the cost model prices."""
+    from shiftaddaug_plugin.convert.handlers import handler_table
+    from shiftaddaug_plugin.cost.rules import DEFAULT_RULES, type_key
+
+    table = handler_table()
+    assert {nn.Conv2d, nn.Linear, nn.BatchNorm2d} <= set(table)
+    for cls, handler in table.items():
+        assert type_key(cls) in DEFAULT_RULES, cls  # the dense layer itself is priced
+        assert handler.kind in ("conv", "linear", "bn")

@@ -1,4 +1,5 @@
-"""Heterogeneous weight sharing (ShiftAddAug eq. 5, docs/algorithms.md §5): Gaussian -> Laplace remap, FC, pretraining."""
+"""Heterogeneous weight sharing (ShiftAddAug eq. 5, docs/algorithms.md §5): Gaussian -> Laplace remap, FC,
+pretraining."""
 from __future__ import annotations
 
 import math

@@ -241,7 +241,7 @@ def test_test_eval_of_holdout_runs_reports_main_rows_only(tmp_path: Path, monkey
         line = f"validate x: m on fashion_mnist (2000 images): top1 {_TOP1[(spec.row, spec.seed)] - 10:.4f} loss 1"
         return [sys.executable, "-c", f"print({line!r})"]
 
-    monkeypatch.setattr(rp, "test_eval_command", fake_eval)
+    monkeypatch.setattr(rp.runs, "test_eval_command", fake_eval)  # tools/repro/runs.py calls it
     assert rp.run_test_evals(plan, holdout, runs, log=lambda s: None) == len(plan) - 1  # not the ablation row
     assert rp.run_test_evals(plan, holdout, runs, log=lambda s: None) == 0  # already evaluated
     payload = rp.write_reports(plan, runs, tmp_path, "small", plot=False, test_eval=True)

@@ -15,7 +15,9 @@ from shiftaddaug_plugin import Mode, set_mode  # noqa: E402
 from shiftaddaug_plugin.convert import ConvertConfig, convert, export, get_plan, set_max_widths, sort_channels  # noqa: E402
 from shiftaddaug_plugin.convert.sort import SortScope, adder_block_mask, mid_channel_importance  # noqa: E402
 from shiftaddaug_plugin.functional.distribution import (  # noqa: E402
-    gauss_to_laplace_matched, laplace_scale, laplace_to_gauss_matched,
+    gauss_to_laplace_matched,
+    laplace_scale,
+    laplace_to_gauss_matched,
 )
 
 

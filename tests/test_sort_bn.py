@@ -11,7 +11,12 @@ timm = pytest.importorskip("timm")
 
 from shiftaddaug_plugin import Mode, set_mode  # noqa: E402
 from shiftaddaug_plugin.convert import (  # noqa: E402
-    ConvertConfig, convert, get_plan, recalibrate_bn, set_max_widths, sort_channels,
+    ConvertConfig,
+    convert,
+    get_plan,
+    recalibrate_bn,
+    set_max_widths,
+    sort_channels,
 )
 from shiftaddaug_plugin.layers.hybrid import HybridBatchNorm2d  # noqa: E402
 

@@ -1,4 +1,5 @@
-"""End-to-end tests of the timm augmentation-training entry point (``shiftaddaug_plugin.train``, docs/algorithms.md §4, §5).
+"""End-to-end tests of the timm augmentation-training entry point (``shiftaddaug_plugin.train``, docs/algorithms.md §4,
+§5).
 
 Runs are tiny (128 Fashion-MNIST images at 16 px, MCUNet at width 0.25, batch 32, 2 epochs) and single-threaded:
 on a shared 2-core machine OpenMP spin-waiting makes multi-threaded tiny convolutions 10-50x slower.
@@ -102,17 +103,24 @@ def test_sort_into_target_runs_after_epoch_0_with_diagnostics(full_run: tuple[di
 @needs_fmnist
 def test_exported_model_rebuilds_and_equals_hybrid_target(full_run: tuple[dict, Path]) -> None:
     from shiftaddaug_plugin import Mode, set_mode
+    from shiftaddaug_plugin.convert import recalibrate_bn
     from shiftaddaug_plugin.layers.shift import ShiftConv2d
     from shiftaddaug_plugin.train.args import parse_args
     from shiftaddaug_plugin.train.checkpoint import load_checkpoint, load_exported
     from shiftaddaug_plugin.train.cli import build_model
+    from shiftaddaug_plugin.train.data import build_data
 
     _, out = full_run
     slim, meta = load_exported(out / "exported_target.pth")
     assert meta["model"] == "shiftadd_mcunet" and meta["input_size"] == [1, 16, 16]
     assert any(isinstance(m, ShiftConv2d) for m in slim.modules())
-    hybrid, _ = build_model(parse_args([*TINY]), 10, (1, 16, 16))
+    args = parse_args([*TINY])
+    hybrid, _ = build_model(args, 10, (1, 16, 16))
     hybrid.load_state_dict(load_checkpoint(out / "last.pth.tar")["state_dict"])
+    # the checkpoint keeps the training BN statistics; the export carries the recalibrated ones (RecalibratedBN)
+    recal = build_data(args).recal_loader
+    with set_mode(hybrid, Mode.TARGET):
+        recalibrate_bn(hybrid, recal, len(recal.dataset))
     hybrid.eval()
     x = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     with torch.no_grad(), set_mode(hybrid, Mode.TARGET):
@@ -291,6 +299,7 @@ def test_joint_loss_is_target_plus_alpha_augmented() -> None:
 
     import shiftaddaug_plugin.models  # noqa: F401
     from shiftaddaug_plugin import Mode, set_mode
+    from shiftaddaug_plugin.augment import WidthSampler
     from shiftaddaug_plugin.convert import sample_active_widths
     from shiftaddaug_plugin.train.augtrain import ShiftAddAugTask
 
@@ -298,11 +307,12 @@ def test_joint_loss_is_target_plus_alpha_augmented() -> None:
     model = timm.create_model("shiftadd_mcunet", op="shift", aug=True, width_mult=0.25, num_classes=10, in_chans=1,
                               aug_width_mult_list=[1.0, 2.0], aug_expand_list=[1.0, 2.0]).eval()
     x, y = torch.randn(3, 1, 16, 16), torch.tensor([1, 2, 3])
-    task = ShiftAddAugTask(model, alpha=0.5, width_rng=random.Random(3), criterion=nn.CrossEntropyLoss())
+    task = ShiftAddAugTask(model, alpha=0.5, sampler=WidthSampler(3), criterion=nn.CrossEntropyLoss())
+    task.step = 11
     out = task(x, y)
     with torch.no_grad(), set_mode(model, Mode.TARGET):
         ref_t = nn.functional.cross_entropy(model(x), y)
-    sample_active_widths(model, random.Random(3), width=True, expand=True)  # same draw as the task's
+    sample_active_widths(model, random.Random("shiftaddaug:3:11"), width=True, expand=True)  # the task's draw
     with torch.no_grad(), set_mode(model, Mode.AUGMENTED):
         ref_a = nn.functional.cross_entropy(model(x), y)
     torch.testing.assert_close(out["loss_target"], ref_t)
@@ -362,9 +372,9 @@ def test_atomic_save_keeps_old_file_on_failure(tmp_path: Path, monkeypatch: pyte
 
 
 def test_rng_state_roundtrip_is_weights_only(tmp_path: Path) -> None:
-    from shiftaddaug_plugin.train.checkpoint import atomic_save, capture_rng_state, restore_rng_state
-
     import numpy as np
+
+    from shiftaddaug_plugin.train.checkpoint import atomic_save, capture_rng_state, restore_rng_state
 
     rng = random.Random(5)
     state = capture_rng_state(rng)
@@ -399,7 +409,8 @@ def test_yaml_config_keys_are_flag_names(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("batch-size: 7\nepochs: 3\nmodel_kwargs: {op: adder}\naug_expand_list: [1.0, 1.6]\n")
     args = parse_args(["-c", str(cfg), "--epochs", "5"])
-    assert (args.batch_size, args.epochs, args.model_kwargs, args.aug_expand_list) == (7, 5, {"op": "adder"}, [1.0, 1.6])
+    assert (args.batch_size, args.epochs, args.model_kwargs) == (7, 5, {"op": "adder"})
+    assert args.aug_expand_list == [1.0, 1.6]
     cfg.write_text("batch_sise: 7\n")
     with pytest.raises(ValueError, match="unknown key 'batch_sise'.*batch_size"):
         parse_args(["-c", str(cfg)])

@@ -2,15 +2,16 @@
 """``make demo``: ShiftAddAug vs. a directly trained multiplication-free baseline on embedded Fashion-MNIST.
 
 Both runs train the *same* target network (MCUNet with shift target layers, 1 x 32 x 32 input, 10 classes) on the
-same Fashion-MNIST subset for the same number of epochs and batches, from configs/timm/fashion_mnist_mcunet_shiftaug.yaml:
+same Fashion-MNIST subset for the same number of epochs and batches, from
+configs/timm/fashion_mnist_mcunet_shiftaug.yaml:
 
 * **ShiftAddAug**: the target is trained inside the wider hybrid network (joint loss, width/expand sampling, channel
   sorting, BN recalibration; docs/algorithms.md §4);
 * **baseline** (``--no-aug``): the target MF network alone.
 
 Both are exported, rebuilt from the exported files and evaluated on held-out test images; the script prints the two
-accuracies side by side with the exported network's operator counts and energy (cost model, docs/algorithms.md §8) next to
-the multiplicative network of the same architecture. Sized to finish in about 10 minutes on 2 CPU cores: the two
+accuracies side by side with the exported network's operator counts and energy (cost model, docs/algorithms.md §8) next
+to the multiplicative network of the same architecture. Sized to finish in about 10 minutes on 2 CPU cores: the two
 runs go in parallel, one thread each (tiny convolutions scale poorly across threads, and a 2-core machine runs two
 single-thread jobs at full speed). Results land in ``--output`` (default ``runs/demo``).
 """
@@ -49,7 +50,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def _train_cmd(args: argparse.Namespace, name: str, extra: list[str]) -> list[str]:
     return [sys.executable, "-m", "shiftaddaug_plugin.train.cli", "-c", str(CONFIG),
             "--train-subset", str(args.train_subset), "--val-subset", str(args.val_subset),
-            "--epochs", str(args.epochs), "-b", str(args.batch_size), "--lr", str(args.lr), "--img-size", str(args.img_size),
+            "--epochs", str(args.epochs), "-b", str(args.batch_size), "--lr", str(args.lr),
+            "--img-size", str(args.img_size),
             "--bn-recal-images", str(args.bn_recal_images), "--warmup-epochs", "1" if args.epochs > 1 else "0",
             "--workers", "0", "--log-interval", "20", "--output", args.output, "--experiment", name, *extra]
 

@@ -49,14 +49,18 @@ def main(argv: list[str] | None = None) -> int:
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmengine.runner.checkpoint import _load_checkpoint
+    from mmseg.registry import MODELS
 
     import shiftaddaug_plugin.mmseg_ext  # noqa: F401  (registrations)
     from shiftaddaug_plugin.cost import count_ops
     from shiftaddaug_plugin.cost.report import format_report
-    from shiftaddaug_plugin.mmseg_ext.export import build_deploy_model, export_checkpoint_path, load_exported, \
-        save_exported
+    from shiftaddaug_plugin.mmseg_ext.export import (
+        build_deploy_model,
+        export_checkpoint_path,
+        load_exported,
+        save_exported,
+    )
     from shiftaddaug_plugin.mmseg_ext.hook import build_recalib_loader, recalibrate_segmentor
-    from mmseg.registry import MODELS
 
     cfg = Config.fromfile(args.config)
     if args.cfg_options:

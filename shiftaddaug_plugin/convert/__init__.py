@@ -5,13 +5,19 @@
 """
 from __future__ import annotations
 
+from .analysis import analyze
 from .audit import AuditEntry, AuditReport, audit
 from .bn import recalibrate_bn
 from .config import ConvertConfig, augmented_width, make_divisible
 from .converter import convert
 from .export import export
-from .plan import ChannelGroup, ConversionPlan, LayerPlan, analyze, get_plan
-from .sampling import sample_active_widths, set_max_widths, set_target_widths, set_widths
+from .plan import ChannelGroup, ConversionPlan, LayerPlan, get_plan
+from .sampling import (
+    sample_active_widths,
+    set_max_widths,
+    set_target_widths,
+    set_widths,
+)
 from .sort import sort_channels
 
 __all__ = [

@@ -15,6 +15,10 @@ from typing import Iterable
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
+from ..layers.adder import AdderConv2d
+from ..layers.hybrid import HybridConv2d, HybridLinear
+from ..layers.shift import ShiftConv2d, ShiftLinear
+from ..layers.shiftadd import ShiftAddConv2d
 from .export import EXPORT_INFO_ATTR, ExportInfo
 from .plan import PLAN_ATTR, ConversionPlan
 
@@ -51,16 +55,12 @@ class AuditReport:
 
 
 def _mf_types() -> tuple[type, ...]:
-    from ..layers.adder import AdderConv2d
-    from ..layers.shift import ShiftConv2d, ShiftLinear
-    from ..layers.shiftadd import ShiftAddConv2d
 
     return (ShiftConv2d, ShiftLinear, AdderConv2d, ShiftAddConv2d)
 
 
 def _is_multiplicative(module: nn.Module, mf_types: tuple[type, ...]) -> bool | None:
     """True / False for conv & linear layers, None for anything else."""
-    from ..layers.hybrid import HybridConv2d, HybridLinear
 
     if isinstance(module, (HybridConv2d, HybridLinear)):
         return module.op == "mult" or not module.mf_enabled

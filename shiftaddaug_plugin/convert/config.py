@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ..ops import OP_TABLE, Op, op_spec
+from ..ops import OP_TABLE, op_spec
 
 __all__ = ["ConvertConfig", "augmented_width", "make_divisible"]
 
@@ -82,8 +82,8 @@ class ConvertConfig:
         divisor: widened channel counts are multiples of this (``make_divisible``).
     """
 
-    op: Op | str = Op.SHIFT
-    op_overrides: dict[str, Op | str] = field(default_factory=dict)
+    op: str = "shift"
+    op_overrides: dict[str, str] = field(default_factory=dict)
     aug_width_mult_list: list[float] = field(default_factory=lambda: [1.0, 1.6, 2.2])
     aug_expand_list: list[float] = field(default_factory=lambda: [1.0, 1.6, 2.2, 2.8])
     keep_first_conv_mult: bool = True
@@ -94,7 +94,7 @@ class ConvertConfig:
     divisor: int = 8
 
     def __post_init__(self) -> None:
-        self.op = op_spec(self.op, where="ConvertConfig.op").op
+        self.op = op_spec(self.op, where="ConvertConfig.op").op.value  # plain str: configs go into checkpoints
         if not isinstance(self.op_overrides, Mapping):
             raise TypeError("ConvertConfig.op_overrides must be a dict {module name or regex: op}, got "
                             f"{type(self.op_overrides).__name__}")
@@ -103,7 +103,7 @@ class ConvertConfig:
             if not isinstance(key, str) or not key:
                 raise TypeError("ConvertConfig.op_overrides keys must be non-empty module names or regexes, got "
                                 f"{key!r}")
-            self.op_overrides[key] = op_spec(op, where=f"ConvertConfig.op_overrides[{key!r}]").op
+            self.op_overrides[key] = op_spec(op, where=f"ConvertConfig.op_overrides[{key!r}]").op.value
             try:
                 re.compile(key)
             except re.error as err:

@@ -1,4 +1,5 @@
-"""Rewrite: dense model -> hybrid training model (docs/algorithms.md §3; torchao ``quantize_(model, config, filter_fn)``).
+"""Rewrite: dense model -> hybrid training model (docs/algorithms.md §3; torchao ``quantize_(model, config,
+filter_fn)``).
 
 :func:`convert` = :func:`~.plan.analyze` (which channels widen, by how much, which operator) followed by one generic
 walker that replaces every planned leaf through the exact-type handler table (:mod:`.handlers`). The plan is
@@ -11,9 +12,10 @@ from typing import Any
 
 from torch import nn
 
+from .analysis import analyze, check_not_converted
 from .config import ConvertConfig
 from .handlers import handler_for, handler_table
-from .plan import PLAN_ATTR, FilterFn, ForwardFn, analyze, check_not_converted
+from .plan import PLAN_ATTR, FilterFn, ForwardFn
 from .sampling import set_max_widths
 
 __all__ = ["convert", "set_submodule"]

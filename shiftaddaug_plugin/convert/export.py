@@ -10,8 +10,8 @@ is a hybrid layer or, generically, carries a ``mode`` (:class:`~shiftaddaug_plug
 
 * the plain target module that replaces it (hybrid layers: ``ShiftConv2d`` / ``AdderConv2d`` / ``ShiftAddConv2d`` /
   ``ShiftLinear`` / ``nn.BatchNorm2d`` / timm ``BatchNormAct2d``, or ``nn.Conv2d``/``nn.Linear`` for layers kept
-  multiplicative), or
-* ``None``: the module exists only for training and is removed; its parent must be an ``nn.Sequential``, which is
+multiplicative), or * ``None``: the module exists only for training and is removed; its parent must be an
+``nn.Sequential``, which is
   re-indexed (``0, 1, ...``) so the exported ``state_dict`` keys are those of the network built without it (NAS
   depth augmentation, :class:`shiftaddaug_plugin.nas.stage2.DepthAugBlock`).
 
@@ -55,7 +55,7 @@ def _replace(parent: nn.Module, prefix: str = "") -> int:
         if child is None:
             continue
         if is_exportable(child):
-            new = child.export()
+            new = child.export()  # type: ignore[operator]  # is_exportable: a callable export()
             if new is None:
                 dropped.append(name)
             else:

@@ -24,6 +24,13 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..layers.hybrid import (
+    HybridBatchNorm2d,
+    HybridBatchNormAct2d,
+    HybridConv2d,
+    HybridLinear,
+)
+
 if TYPE_CHECKING:  # pragma: no cover
     from .plan import ConversionPlan, LayerPlan
 
@@ -50,7 +57,6 @@ def _copy_grad_flags(old: nn.Module, new: nn.Module, names: tuple[str, ...]) -> 
 
 
 def _build_conv(old: nn.Module, layer: "LayerPlan", plan: "ConversionPlan") -> nn.Module:
-    from ..layers.hybrid import HybridConv2d
 
     assert isinstance(old, nn.Conv2d)
     cfg = plan.config
@@ -96,7 +102,6 @@ def _addernet_init(new: nn.Module, layer: "LayerPlan", std: float) -> None:
 
 
 def _build_linear(old: nn.Module, layer: "LayerPlan", plan: "ConversionPlan") -> nn.Module:
-    from ..layers.hybrid import HybridLinear
 
     assert isinstance(old, nn.Linear)
     new = HybridLinear(layer.max_in, old.out_features, old.bias is not None, **_factory(old.weight),
@@ -127,7 +132,6 @@ def _bn_factory(old: _BatchNorm) -> dict:
 
 
 def _build_bn(old: nn.Module, layer: "LayerPlan", plan: "ConversionPlan") -> nn.Module:
-    from ..layers.hybrid import HybridBatchNorm2d
 
     assert isinstance(old, _BatchNorm)
     new = HybridBatchNorm2d(layer.max_in, old.eps, old.momentum, old.affine, old.track_running_stats,
@@ -138,7 +142,6 @@ def _build_bn(old: nn.Module, layer: "LayerPlan", plan: "ConversionPlan") -> nn.
 
 
 def _build_bn_act(old: nn.Module, layer: "LayerPlan", plan: "ConversionPlan") -> nn.Module:
-    from ..layers.hybrid import HybridBatchNormAct2d
 
     new = HybridBatchNormAct2d.from_timm(old, num_features=layer.max_in, target_num_features=layer.target_in)
     _copy_grad_flags(old, new, ("weight", "bias"))
@@ -166,7 +169,8 @@ def handler_table() -> dict[type, Handler]:
             table[TimmLinear] = Handler("linear", _build_linear)  # nn.Linear + a TorchScript dtype cast
     if "mmcv" in sys.modules:
         try:  # mmcv's empty-tensor wrappers: nn.Conv2d / nn.Linear maths for non-empty inputs
-            from mmcv.cnn.bricks.wrappers import Conv2d as MMCVConv2d, Linear as MMCVLinear
+            from mmcv.cnn.bricks.wrappers import Conv2d as MMCVConv2d
+            from mmcv.cnn.bricks.wrappers import Linear as MMCVLinear
         except ImportError:  # pragma: no cover - mmcv without these wrappers
             pass
         else:

@@ -9,7 +9,7 @@ Width sampling is switched off for the last half of training (``width=False``) w
 from __future__ import annotations
 
 import random
-from typing import Mapping
+from typing import Any, Mapping
 
 from torch import nn
 
@@ -31,7 +31,8 @@ def set_widths(model: nn.Module, widths: Mapping[int, int]) -> dict[int, int]:
         full[gid] = w
     for layer in plan.layers.values():
         if layer.kind in ("conv", "dwconv"):
-            root.get_submodule(layer.name).active_out_channels = full[layer.out_group]
+            conv: Any = root.get_submodule(layer.name)  # a HybridConv2d
+            conv.active_out_channels = full[layer.out_group]
     return full
 
 

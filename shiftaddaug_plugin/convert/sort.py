@@ -36,7 +36,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..functional.distribution import gauss_scale, gauss_to_laplace_matched, laplace_scale, laplace_to_gauss_matched
+from ..functional.distribution import (
+    gauss_scale,
+    gauss_to_laplace_matched,
+    laplace_scale,
+    laplace_to_gauss_matched,
+)
 from ..modes import ChoiceEnum
 from ..protocol import unwrap
 from .plan import ChannelGroup, planned_root

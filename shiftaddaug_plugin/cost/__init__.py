@@ -1,5 +1,5 @@
-"""Cost model (docs/algorithms.md §8): multiplications / additions / shifts per layer, parameters and their bit widths, peak
-activation memory and an energy estimate; text/Markdown/CSV/JSON reports; accuracy-vs-energy Pareto plots.
+"""Cost model (docs/algorithms.md §8): multiplications / additions / shifts per layer, parameters and their bit widths,
+peak activation memory and an energy estimate; text/Markdown/CSV/JSON reports; accuracy-vs-energy Pareto plots.
 
     from shiftaddaug_plugin.cost import count_ops, format_report
     report = count_ops(model, (3, 32, 32), precision="fp32")
@@ -13,7 +13,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .counter import CostModelWarning, CostReport, LayerCost, count_ops, register_cost_rule
+from .counter import (
+    CostModelWarning,
+    CostReport,
+    LayerCost,
+    count_ops,
+    register_cost_rule,
+)
 from .energy import DEFAULT_ENERGY_TABLE, PRECISIONS, EnergyTable, OpEnergy
 from .report import FORMATS, format_energy, format_report
 from .rules import CostContext, LayerEstimate, OpCounts

@@ -17,7 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from .counter import count_ops
 from .energy import PRECISIONS, EnergyTable
+from .plot import plot_pareto
 from .report import FORMATS, format_energy, format_report
 
 
@@ -79,7 +81,8 @@ def _load_state_dict(path: str) -> dict[str, Any]:
                 return inner
         if all(isinstance(v, torch.Tensor) for v in data.values()):
             return data
-    raise ValueError(f"--checkpoint {path!r} holds no state dict (a dict of tensors, or one under 'state_dict'/'model')")
+    raise ValueError(f"--checkpoint {path!r} holds no state dict (a dict of tensors, or one under "
+                     f"'state_dict'/'model')")
 
 
 def _build_model(args: argparse.Namespace) -> Any:
@@ -114,11 +117,11 @@ def _build_model(args: argparse.Namespace) -> Any:
 
 
 def _run_pareto(args: argparse.Namespace) -> int:
-    from .plot import plot_pareto
 
     out = args.plot or "pareto.png"
     front = plot_pareto(args.pareto, out, title=args.title, log_energy=args.log_energy)
-    print(f"wrote {out}; Pareto front: " + ", ".join(f"{r['name']} ({r['accuracy']:g}, {r['energy']:g})" for r in front))
+    shown = ", ".join(f"{r['name']} ({r['accuracy']:g}, {r['energy']:g})" for r in front)
+    print(f"wrote {out}; Pareto front: {shown}")
     return 0
 
 
@@ -129,7 +132,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.pareto:
             return _run_pareto(args)
-        from .counter import count_ops
 
         table = None
         if args.energy_table:

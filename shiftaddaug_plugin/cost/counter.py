@@ -22,7 +22,15 @@ from torch import nn
 
 from ..modes import Mode, set_mode
 from .energy import DEFAULT_ENERGY_TABLE, PRECISION_BITS, EnergyTable, check_precision
-from .rules import DEFAULT_RULES, CostContext, CostRule, LayerEstimate, OpCounts, Rule, type_key
+from .rules import (
+    DEFAULT_RULES,
+    CostContext,
+    CostRule,
+    LayerEstimate,
+    OpCounts,
+    Rule,
+    type_key,
+)
 
 __all__ = ["CostModelWarning", "CostReport", "LayerCost", "count_ops", "register_cost_rule"]
 
@@ -141,7 +149,7 @@ class CostReport:
         for layer in self.layers:
             if layer.name == name:
                 return layer
-        raise KeyError(f"no counted layer named {name!r}; counted: {[l.name for l in self.layers][:20]} ...")
+        raise KeyError(f"no counted layer named {name!r}; counted: {[layer.name for layer in self.layers][:20]} ...")
 
     def totals(self) -> dict[str, Any]:
         """Total counts as a plain dict."""
@@ -246,7 +254,8 @@ def count_ops(
     warn: bool = True,
 ) -> CostReport:
     """Count multiplications, additions and shifts per layer and in total, with parameters (and bit widths),
-    peak activation memory and the energy estimate (docs/algorithms.md §8; conventions in ``shiftaddaug_plugin.cost.rules``).
+    peak activation memory and the energy estimate (docs/algorithms.md §8; conventions in
+    ``shiftaddaug_plugin.cost.rules``).
 
     Args:
         model: any module; run once in eval mode under ``torch.no_grad`` (training flags restored afterwards).
@@ -270,10 +279,12 @@ def count_ops(
     elif isinstance(energy_table, EnergyTable):
         table = energy_table
     else:
-        raise TypeError(f"energy_table must be an EnergyTable or a dict of overrides, got {type(energy_table).__name__}")
+        raise TypeError(f"energy_table must be an EnergyTable or a dict of overrides, got "
+                        f"{type(energy_table).__name__}")
     precision = check_precision(precision, table.columns)
     if bn not in ("folded", "unfolded"):
-        raise ValueError(f"bn must be 'folded' (BatchNorm costs 0 ops) or 'unfolded' (1 mult + 1 add per element), got {bn!r}")
+        raise ValueError(f"bn must be 'folded' (BatchNorm costs 0 ops) or 'unfolded' (1 mult + 1 add per element), "
+                         f"got {bn!r}")
     if (inputs is None) == (input_shape is None):
         raise ValueError("give exactly one of input_shape=(C, H, W) or inputs=<tensor>")
     x = inputs if inputs is not None else _make_input(model, input_shape)  # type: ignore[arg-type]
@@ -385,7 +396,8 @@ def count_ops(
             seen.add(id(p))
             model_params += int(p.numel())
     return CostReport(
-        layers=sorted(rows.values(), key=lambda row: order.get(row.name, len(order))), input_shape=list(x.shape), precision=precision, bn=bn,
+        layers=sorted(rows.values(), key=lambda row: order.get(row.name, len(order))), input_shape=list(x.shape),
+        precision=precision, bn=bn,
         energy_table=table.to_dict(), model_params=model_params, peak_activation_bytes=int(peak[0]),
         peak_activation_layer=str(peak[1]), uncounted=uncounted, not_executed=not_executed,
     )

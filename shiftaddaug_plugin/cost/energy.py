@@ -70,7 +70,8 @@ class EnergyTable:
         """A new table with some values replaced, e.g. ``{"int8": {"mult": 0.25}}``. New columns need all three
         kinds (mult, add, shift)."""
         if not isinstance(overrides, Mapping):
-            raise TypeError(f"energy overrides must be a mapping {{precision: {{op: pJ}}}}, got {type(overrides).__name__}")
+            raise TypeError(f"energy overrides must be a mapping {{precision: {{op: pJ}}}}, got "
+                            f"{type(overrides).__name__}")
         columns = dict(self.columns)
         for precision, values in overrides.items():
             if not isinstance(values, Mapping):
@@ -78,7 +79,8 @@ class EnergyTable:
             unknown = set(values) - set(OP_KINDS)
             if unknown:
                 raise ValueError(
-                    f"unknown operation(s) {sorted(unknown)} in energy overrides for {precision!r}; use {list(OP_KINDS)}"
+                    f"unknown operation(s) {sorted(unknown)} in energy overrides for {precision!r}; use "
+                    f"{list(OP_KINDS)}"
                 )
             base = columns.get(precision)
             if base is None:

@@ -35,7 +35,8 @@ def load_runs(runs: Sequence[Run] | str | os.PathLike[str]) -> list[dict[str, An
             raise TypeError(f"run #{i} must be a dict with name, accuracy, energy; got {run!r}")
         missing = [k for k in ("name", "accuracy", "energy") if k not in run]
         if missing:
-            raise ValueError(f"run #{i} ({run.get('name', '?')!r}) lacks {missing}; each run needs name, accuracy, energy")
+            raise ValueError(f"run #{i} ({run.get('name', '?')!r}) lacks {missing}; each run needs name, accuracy, "
+                             f"energy")
         acc, energy = run["accuracy"], run["energy"]
         for key, value in (("accuracy", acc), ("energy", energy)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):

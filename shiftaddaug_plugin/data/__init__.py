@@ -1,4 +1,5 @@
-"""Offline datasets (docs/ARCHITECTURE.md). Light: numpy/torch only (PIL on first image access); no timm/mmseg import."""
+"""Offline datasets (docs/ARCHITECTURE.md). Light: numpy/torch only (PIL on first image access); no timm/mmseg
+import."""
 from __future__ import annotations
 
 from .fashion_mnist import (

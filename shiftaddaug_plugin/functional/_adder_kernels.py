@@ -25,7 +25,8 @@ Formulations
   formulation; measured 3-4.5x slower than ``forward_taps`` under inductor on CPU, so not autotuned).
 * ``input_grad_gather``: dX written as a *gather* over output positions, split into ``stride**2`` phases
   (q = s*a + r) so that every (phase, tap) pair is a plain reduction over the Og output channels of a shifted
-  slice of zero-padded ``g`` (``input_grad_tapwise``: the per-(phase, tap) kernel version). (A scatter formulation ``dXpad[tap slice] += T_tap`` was measured 14-58x slower than
+  slice of zero-padded ``g`` (``input_grad_tapwise``: the per-(phase, tap) kernel version). (A scatter formulation
+  ``dXpad[tap slice] += T_tap`` was measured 14-58x slower than
   conv fwd+bwd under inductor and takes minutes to compile; the gather has no scatter at all.)
 * ``eager_*``: the same maths without a compiler, chunked over (batch, output channel, input channel) so that
   no intermediate exceeds a byte budget (:func:`plan_chunks`).

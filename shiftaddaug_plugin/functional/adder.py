@@ -267,7 +267,6 @@ def _call_compiled(name: str, fn: Callable[..., Any], args: tuple, backend: str)
     (``compiled``) or warn once and raise :class:`_CompileFallback` (``auto``)."""
     global _compile_failure
     try:
-        import torch._dynamo
         import torch._dynamo.config as dynamo_config
 
         _mark_batch_dynamic(name, args)
@@ -331,21 +330,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _run_forward(name: str, args: tuple, backend: str) -> Tensor:
+def _run_forward(name: str, args: Any, backend: str) -> Tensor:
     if name == "tapwise":
         def kernel(*kargs: Any) -> None:
             _call_compiled("forward_tap", K.forward_tap_accumulate, kargs, backend)
 
-        return K.forward_tapwise(*args, tap_kernel=kernel)
+        return K.forward_tapwise(*args, tap_kernel=kernel)  # type: ignore[misc]  # args: the 6 positional
     return _call_compiled(name, _FORWARD_FORMULATIONS[name], args, backend)
 
 
-def _run_input_grad(name: str, args: tuple, backend: str) -> Tensor:
+def _run_input_grad(name: str, args: Any, backend: str) -> Tensor:
     if name == "tapwise":
         def kernel(*kargs: Any) -> None:
             _call_compiled("input_grad_tap", K.input_grad_tap_accumulate, kargs, backend)
 
-        return K.input_grad_tapwise(*args, tap_kernel=kernel)
+        return K.input_grad_tapwise(*args, tap_kernel=kernel)  # type: ignore[misc]  # args: the 8 positional
     return _call_compiled(name, _INPUT_GRAD_FORMULATIONS[name], args, backend)
 
 

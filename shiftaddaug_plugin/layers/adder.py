@@ -29,7 +29,8 @@ class AdderConv2d(nn.Conv2d):
 
     Differences from ``nn.Conv2d``: weights are initialised from ``N(0, 1)`` as in AdderNet (filters are compared
     with batch-normalised activations, so they live on the activations' scale; Kaiming-scale weights make all
-    filters compute nearly the same ``-sum |x|``), ``from_float`` copies the given weights unchanged; ``bias`` defaults to False (the bias, if any, is added after the adder sum);
+    filters compute nearly the same ``-sum |x|``), ``from_float`` copies the given weights unchanged; ``bias`` defaults
+    to False (the bias, if any, is added after the adder sum);
     the keyword-only ``eta`` sets the adaptive gradient scaling; ``padding='same'`` and non-zero padding modes
     are applied by padding the input explicitly (only ``'zeros'`` means "padding counts as x = 0").
     """

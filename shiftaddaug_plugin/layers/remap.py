@@ -8,8 +8,8 @@ stored weight through power-of-two rounding.
 
 * :class:`WeightRemap` — ``r o FC`` with a small per-layer ``FC`` (one ``k*k -> k*k`` linear map applied to every
   filter's flattened kernel, identity-initialised) and a persistent ``frozen`` flag; how ``FC`` is pre-trained is
-  :func:`shiftaddaug_plugin.sharing.pretrain_remap`;
-* :class:`PiecewiseRemap` — prior art to compare against (ShiftAddNAS): a learnable 100-bin monotone piecewise-linear
+:func:`shiftaddaug_plugin.sharing.pretrain_remap`; * :class:`PiecewiseRemap` — prior art to compare against
+(ShiftAddNAS): a learnable 100-bin monotone piecewise-linear
   transform trained jointly with a KL-to-Laplace penalty.
 """
 from __future__ import annotations
@@ -117,7 +117,8 @@ class WeightRemap(nn.Module):
 
 
 class PiecewiseRemap(nn.Module):
-    """ShiftAddNAS-style learnable remap (prior art to compare with, docs/algorithms.md §5): a monotone piecewise-linear map.
+    """ShiftAddNAS-style learnable remap (prior art to compare with, docs/algorithms.md §5): a monotone piecewise-linear
+    map.
 
     ``W_l = mu + sigma * f((W_g - mu) / sigma)`` with ``mu``/``sigma`` of ``W_g`` (detached) and ``f`` continuous,
     piecewise linear on ``num_bins`` equal bins of ``[-bound, bound]`` (in sigmas), linear beyond the edges with

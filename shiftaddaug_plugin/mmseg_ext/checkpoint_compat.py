@@ -1,5 +1,5 @@
-"""Make mmengine checkpoints loadable with ``torch.load(weights_only=True)`` (docs/ARCHITECTURE.md: torch >= 2.6 loads with
-``weights_only=True`` by default, and mmengine 0.10's ``--resume`` calls ``torch.load`` without the argument).
+"""Make mmengine checkpoints loadable with ``torch.load(weights_only=True)`` (docs/ARCHITECTURE.md: torch >= 2.6 loads
+with ``weights_only=True`` by default, and mmengine 0.10's ``--resume`` calls ``torch.load`` without the argument).
 
 mmengine stores its ``MessageHub`` state (``HistoryBuffer`` objects holding numpy arrays, numpy scalars) in every
 checkpoint; the weights-only unpickler rejects those classes. :func:`to_plain` rewrites them into tagged plain

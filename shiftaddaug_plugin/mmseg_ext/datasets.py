@@ -1,4 +1,5 @@
-"""Offline MMSegmentation dataset: Fashion-MNIST scenes (docs/ARCHITECTURE.md), registered as ``FashionMNISTScenesDataset``.
+"""Offline MMSegmentation dataset: Fashion-MNIST scenes (docs/ARCHITECTURE.md), registered as
+``FashionMNISTScenesDataset``.
 
 The scenes (:mod:`.scenes`) are generated deterministically on first use into
 ``{data_root}/{split}-{key}/{img,ann}/{index:06d}.png`` (``key`` hashes every generation parameter, so changing
@@ -22,6 +23,8 @@ from typing import Any
 import numpy as np
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
+
+from shiftaddaug_plugin.data.fashion_mnist import FashionMNIST
 
 from .scenes import SCENE_CLASSES, SCENE_PALETTE, SceneConfig, compose_scene
 
@@ -49,7 +52,6 @@ def generate_scenes(
     """
     from PIL import Image
 
-    from shiftaddaug_plugin.data.fashion_mnist import FashionMNIST
 
     if osp.isfile(osp.join(out_dir, "meta.json")):
         return out_dir

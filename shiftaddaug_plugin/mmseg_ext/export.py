@@ -15,6 +15,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from shiftaddaug_plugin.convert import export
+
 from ..atomic import atomic_write
 
 __all__ = ["EXPORT_FORMAT", "export_checkpoint_path", "export_parts", "exported_checkpoint", "save_exported",
@@ -33,7 +35,6 @@ def export_checkpoint_path(checkpoint_path: str, suffix: str = "_mf_target.pth")
 def export_parts(model: nn.Module) -> nn.Module:
     """The slim MF target of a hybrid segmentor's backbone/neck/heads (pure: ``model`` is untouched). Its
     ``state_dict`` keys are the segmentor's (``backbone.*``, ``decode_head.*`` ...)."""
-    from shiftaddaug_plugin.convert import export
 
     parts = getattr(model, "parts", None)
     if parts is None:

@@ -1,4 +1,5 @@
-"""``ShiftAddAugHook``: the ShiftAddAug training schedule as an mmengine hook (docs/algorithms.md §4-§6, docs/ARCHITECTURE.md).
+"""``ShiftAddAugHook``: the ShiftAddAug training schedule as an mmengine hook (docs/algorithms.md §4-§6,
+docs/ARCHITECTURE.md).
 
 mmseg schedules are iteration-based (epoch hooks fire once), so every interval here counts iterations:
 
@@ -30,10 +31,15 @@ from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 from torch import nn
 
+from shiftaddaug_plugin.augment import AugSchedule, RecalibratedBN
 from shiftaddaug_plugin.block_variant import BlockVariantSchedule
+from shiftaddaug_plugin.convert import recalibrate_bn, sort_channels
+from shiftaddaug_plugin.convert.sort import SortScope
 from shiftaddaug_plugin.modes import Mode, set_mode
 from shiftaddaug_plugin.protocol import hybrid_modules, unwrap
-from shiftaddaug_plugin.schedule import fraction_to_step
+
+from .checkpoint_compat import from_plain, to_plain
+from .export import export_checkpoint_path, save_exported
 
 __all__ = ["ShiftAddAugHook", "build_recalib_loader", "hybrid_layers", "recalibrate_segmentor"]
 
@@ -102,7 +108,6 @@ def recalibrate_segmentor(model: nn.Module, loader: Any, num_images: int, seed: 
     through ``model.data_preprocessor``). Python/numpy/torch RNGs are seeded with ``seed`` inside and restored
     afterwards, so the result is reproducible and training randomness is untouched. Under DDP the statistics are
     averaged over ranks."""
-    from shiftaddaug_plugin.convert import recalibrate_bn
 
     preprocess = model.data_preprocessor
 
@@ -167,7 +172,6 @@ class ShiftAddAugHook(Hook):
     ) -> None:
         self.width_aug_end = _check_fraction("width_aug_end", width_aug_end)
         self.sort_interval = _check_count("sort_interval", sort_interval, allow_none=True)
-        from shiftaddaug_plugin.convert.sort import SortScope
 
         try:
             self.sort_scope = SortScope.parse(sort_scope).value
@@ -196,14 +200,13 @@ class ShiftAddAugHook(Hook):
         self.last_exported_ckpt: str | None = None
         self.exported_paths: list[str] = []
         self._recalib_loader: Any = None
-        self._stashed_bn: dict[nn.Module, dict[str, torch.Tensor]] | None = None
+        self._recalibrated: RecalibratedBN | None = None
         self._warned_no_hybrid = False
         self._variant: BlockVariantSchedule | None = None
 
     # ------------------------------------------------------------------------------------------ helpers
     @staticmethod
     def _model(runner: Any) -> nn.Module:
-        model = runner.model
         return unwrap(runner.model)
 
     def _is_hybrid(self, runner: Any) -> bool:
@@ -216,8 +219,13 @@ class ShiftAddAugHook(Hook):
             self._warned_no_hybrid = True
         return False
 
-    def _width_end_iter(self, runner: Any) -> int:
-        return fraction_to_step(self.width_aug_end, int(runner.max_iters))
+    def schedule(self, runner: Any) -> AugSchedule:
+        """The shared schedule (:class:`shiftaddaug_plugin.augment.AugSchedule`) over ``max_iters`` iterations; no
+        augmentation (hence no width augmentation and no sorting) when the segmentor's ``alpha`` is 0."""
+        return AugSchedule(total=max(1, int(runner.max_iters)),
+                           augment=float(getattr(self._model(runner), "alpha", 1.0)) > 0,
+                           width_aug_stop=self.width_aug_end, sort_interval=self.sort_interval,
+                           block_variant_end=self.block_variant_end)
 
     def settings(self) -> dict[str, Any]:
         """The schedule settings (stored in checkpoints to detect a changed schedule on resume)."""
@@ -242,14 +250,15 @@ class ShiftAddAugHook(Hook):
     def _apply_schedule(self, runner: Any, it: int) -> None:
         model = self._model(runner)
         model.aug_step = it
-        model.width_aug_enabled = it < self._width_end_iter(runner)
+        model.width_aug_enabled = self.schedule(runner).width_aug(it)
         if self.block_variant_end is not None:
             self._variant_schedule(runner, model).apply(it)
 
     def _variant_schedule(self, runner: Any, model: nn.Module) -> BlockVariantSchedule:
-        """The block-variant schedule (docs/algorithms.md §6) of ``model``: target layers MF shallow -> deep over iterations
-        ``[0, max(1, round(block_variant_end * max_iters))]``; rebuilt when the model or ``max_iters`` changes."""
-        end = max(1, fraction_to_step(self.block_variant_end, int(runner.max_iters)))
+        """The block-variant schedule (docs/algorithms.md §6) of ``model``: target layers MF shallow -> deep over
+        iterations ``[0, max(1, round(block_variant_end * max_iters))]``; rebuilt when the model or ``max_iters``
+        changes."""
+        end = self.schedule(runner).block_variant_end_step
         schedule = self._variant
         if schedule is None or schedule.model is not model or schedule.end != end:
             try:
@@ -265,9 +274,7 @@ class ShiftAddAugHook(Hook):
         it = runner.iter
         self._apply_schedule(runner, it)
         model = self._model(runner)
-        if (self.sort_interval is not None and it > 0 and it % self.sort_interval == 0
-                and model.width_aug_enabled and it != self.last_sort_iter):
-            from shiftaddaug_plugin.convert import sort_channels
+        if self.schedule(runner).sort(it) and it != self.last_sort_iter:
 
             stats: dict[str, int] = {}
             sort_channels(model, optimizer=runner.optim_wrapper.optimizer, ema=self._ema_model(runner),
@@ -298,20 +305,18 @@ class ShiftAddAugHook(Hook):
                 raise ValueError("ShiftAddAugHook recalibrates BN on training images but the config has no "
                                  "train_dataloader; add one or set recalib_before_test=False")
             self._recalib_loader = build_recalib_loader(cfg, self.recalib_seed, self.recalib_batch_size)
-        model = self._model(runner)
-        if self._stashed_bn is None:
-            self._stashed_bn = {m: {k: v.clone() for k, v in m.named_buffers(recurse=False) if v is not None}
-                                for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
-        recalibrate_segmentor(model, self._recalib_loader, self.recalib_images, self.recalib_seed)
+        if self._recalibrated is not None:  # already recalibrated (nested call): keep the stashed training stats
+            return
+        loader, images, seed = self._recalib_loader, self.recalib_images, self.recalib_seed
+        self._recalibrated = RecalibratedBN(lambda m: recalibrate_segmentor(m, loader, images, seed),
+                                            self._model(runner))
+        self._recalibrated.__enter__()
 
     def restore_bn_stats(self) -> None:
         """Put back the BN statistics stashed by :meth:`recalibrate` (no-op if none are stashed)."""
-        if self._stashed_bn is not None:
-            with torch.no_grad():
-                for module, state in self._stashed_bn.items():
-                    for key, value in state.items():
-                        getattr(module, key).copy_(value)
-            self._stashed_bn = None
+        if self._recalibrated is not None:
+            self._recalibrated.restore()
+            self._recalibrated = None
 
     def before_val(self, runner: Any) -> None:
         """Evaluate the target network with recalibrated BN statistics."""
@@ -337,7 +342,6 @@ class ShiftAddAugHook(Hook):
         ckpt = runner.message_hub.get_info("last_ckpt")
         if ckpt is None or ckpt == self.last_exported_ckpt:
             return
-        from .export import export_checkpoint_path, save_exported
 
         self.recalibrate(runner)  # all ranks (collective); only the main process writes
         path = export_checkpoint_path(ckpt, self.export_suffix)
@@ -354,7 +358,6 @@ class ShiftAddAugHook(Hook):
     def before_save_checkpoint(self, runner: Any, checkpoint: dict) -> None:
         """Store the hook state; rewrite mmengine's message-hub state into plain types, so the whole checkpoint
         loads with ``torch.load(weights_only=True)`` (torch >= 2.6 default, used by ``--resume``)."""
-        from .checkpoint_compat import to_plain
 
         if "message_hub" in checkpoint:
             checkpoint["message_hub"] = to_plain(checkpoint["message_hub"])
@@ -364,7 +367,6 @@ class ShiftAddAugHook(Hook):
 
     def after_load_checkpoint(self, runner: Any, checkpoint: dict) -> None:
         """Restore the hook state and mmengine's message-hub objects; warn when the schedule settings changed."""
-        from .checkpoint_compat import from_plain
 
         if "message_hub" in checkpoint:
             checkpoint["message_hub"] = from_plain(checkpoint["message_hub"])

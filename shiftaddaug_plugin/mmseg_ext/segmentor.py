@@ -1,4 +1,5 @@
-"""``ShiftAddAugEncoderDecoder``: an mmseg ``EncoderDecoder`` trained with ShiftAddAug (docs/algorithms.md §4, docs/ARCHITECTURE.md).
+"""``ShiftAddAugEncoderDecoder``: an mmseg ``EncoderDecoder`` trained with ShiftAddAug (docs/algorithms.md §4,
+docs/ARCHITECTURE.md).
 
 At build time the backbone, neck and heads are converted together by :func:`shiftaddaug_plugin.convert.convert`
 into one hybrid network (target channels multiplication-free, augmented channels multiplicative, eq. 4), so every
@@ -28,6 +29,9 @@ from mmseg.registry import MODELS
 from mmseg.utils import add_prefix
 from torch import Tensor, nn
 
+from shiftaddaug_plugin.augment import WidthSampler, joint_loss
+from shiftaddaug_plugin.convert import ConvertConfig, convert, export
+from shiftaddaug_plugin.convert.plan import PLAN_ATTR
 from shiftaddaug_plugin.modes import Mode, set_mode
 
 __all__ = ["ShiftAddAugEncoderDecoder", "SegmentorParts", "scale_losses"]
@@ -127,7 +131,6 @@ class ShiftAddAugEncoderDecoder(EncoderDecoder):
         exclude_layers: list[str] | tuple[str, ...] = (),
         exclude_types: list[str] | tuple[str, ...] = (),
     ) -> None:
-        from shiftaddaug_plugin.convert import ConvertConfig
 
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not np.isfinite(alpha) or alpha < 0:
             raise ValueError(f"alpha={alpha!r} must be a finite number >= 0 (weight of the augmented loss; 1.0 in "
@@ -145,7 +148,8 @@ class ShiftAddAugEncoderDecoder(EncoderDecoder):
         try:
             self.exclude_layers = [re.compile(p) for p in exclude_layers]
         except re.error as err:
-            raise ValueError(f"exclude_layers has an invalid regular expression ({err}); escape dots with '\\.'")
+            raise ValueError(f"exclude_layers has an invalid regular expression ({err}); escape dots with "
+                             "'\\.'") from None
         self.exclude_types = frozenset(exclude_types)
         dense_kwargs = dict(backbone=backbone, decode_head=decode_head, neck=neck, auxiliary_head=auxiliary_head,
                             train_cfg=train_cfg, test_cfg=test_cfg, pretrained=pretrained)
@@ -154,6 +158,7 @@ class ShiftAddAugEncoderDecoder(EncoderDecoder):
         self.alpha = float(alpha)
         self.example_input_shape = shape
         self.sample_seed = int(sample_seed)
+        self.sampler = WidthSampler(self.sample_seed)
         self.deploy = bool(deploy)
         self.aug_step = 0
         self.width_aug_enabled = True
@@ -164,7 +169,6 @@ class ShiftAddAugEncoderDecoder(EncoderDecoder):
     def parts(self) -> SegmentorParts:
         """The backbone, neck and heads as one module (sharing this model's sub-modules), carrying the conversion
         plan (layer names relative to it equal those relative to the segmentor)."""
-        from shiftaddaug_plugin.convert.plan import PLAN_ATTR
 
         parts = SegmentorParts(self.backbone, getattr(self, "neck", None), self.decode_head,
                                getattr(self, "auxiliary_head", None))
@@ -174,7 +178,6 @@ class ShiftAddAugEncoderDecoder(EncoderDecoder):
         return parts
 
     def _set_parts(self, parts: nn.Module) -> None:
-        from shiftaddaug_plugin.convert.plan import PLAN_ATTR
 
         # the plan's layer names ('backbone.layer1.0.conv', 'decode_head.conv_seg' ...) are valid relative to the
         # segmentor too, so sampling / sorting / recalibration work on the segmentor (and its DDP wrapper)
@@ -190,7 +193,6 @@ class ShiftAddAugEncoderDecoder(EncoderDecoder):
 
     def _convert(self, parts: SegmentorParts) -> nn.Module:
         """Dense parts -> hybrid parts (or, with ``deploy``, the exported target parts)."""
-        from shiftaddaug_plugin.convert import convert, export
 
         example = torch.zeros(self.example_input_shape)
         filter_fn = self._filter if (self.exclude_layers or self.exclude_types) else None
@@ -222,22 +224,20 @@ class ShiftAddAugEncoderDecoder(EncoderDecoder):
     # ---------------------------------------------------------------------------------------- training
     def sampling_rng(self, step: int | None = None) -> random.Random:
         """The generator that samples the augmented widths of training step ``step`` (default: ``aug_step``):
-        a pure function of ``(sample_seed, step)`` (string seeds hash with SHA-512, independent of the process)."""
-        return random.Random(f"shiftaddaug:{self.sample_seed}:{int(self.aug_step if step is None else step)}")
+        a pure function of ``(sample_seed, step)`` (:class:`shiftaddaug_plugin.augment.WidthSampler`)."""
+        return self.sampler.rng(int(self.aug_step if step is None else step))
 
     def loss(self, inputs: Tensor, data_samples: list) -> dict:
         """Target losses (``target.*``) plus ``alpha``-weighted losses of one sampled augmented network
         (``aug.*``) on the same batch (docs/algorithms.md §4)."""
         if self.deploy:
             return super().loss(inputs, data_samples)
-        from shiftaddaug_plugin.convert import sample_active_widths
-
-        with set_mode(self, Mode.TARGET):
-            losses = add_prefix(super().loss(inputs, data_samples), "target")
-        if self.alpha > 0:
-            sample_active_widths(self, self.sampling_rng(), width=self.width_aug_enabled, expand=True)
-            with set_mode(self, Mode.AUGMENTED):
-                aug = super().loss(inputs, data_samples)
+        dense_loss = super().loss
+        target, aug = joint_loss(self, self.aug_step, lambda: dense_loss(inputs, data_samples),
+                                 lambda: dense_loss(inputs, data_samples), sampler=self.sampler,
+                                 augment=self.alpha > 0, width_aug=self.width_aug_enabled)
+        losses = add_prefix(target, "target")
+        if aug is not None:
             losses.update(add_prefix(scale_losses(aug, self.alpha), "aug"))
         self.aug_step += 1
         return losses

@@ -1,4 +1,5 @@
-"""timm model registrations (docs/algorithms.md §9, docs/ARCHITECTURE.md): importing this package registers ``shiftadd_mcunet``,
+"""timm model registrations (docs/algorithms.md §9, docs/ARCHITECTURE.md): importing this package registers
+``shiftadd_mcunet``,
 ``shiftadd_mbv2_tiny`` and ``shiftadd_proxyless`` in timm's model registry. ``shiftadd_custom`` (a NAS-found
 architecture) lives with the search space in :mod:`shiftaddaug_plugin.nas.custom_model` (no optuna import);
 :func:`shiftaddaug_plugin.register_timm_models` registers all four.

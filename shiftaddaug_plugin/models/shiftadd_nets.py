@@ -40,11 +40,17 @@ import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._efficientnet_builder import decode_arch_def, resolve_act_layer, resolve_bn_args, round_channels
+from timm.models._efficientnet_builder import (
+    decode_arch_def,
+    resolve_act_layer,
+    resolve_bn_args,
+    round_channels,
+)
 from timm.models.efficientnet import EfficientNet
 
+from shiftaddaug_plugin.convert import ConvertConfig, convert, export
 
-from ..ops import Op, op_spec
+from ..ops import op_spec
 
 __all__ = [
     "ModelVariant",
@@ -191,7 +197,7 @@ def arch_block_strings(arch: ReferenceArch) -> list[list[str]]:
 class ModelVariant:
     """Which network an entrypoint builds (parsed ``--model-kwargs``)."""
 
-    op: Op | str = Op.MULT
+    op: str = "mult"
     aug: bool = False
     aug_width_mult_list: tuple[float, ...] = (1.0,)
     aug_expand_list: tuple[float, ...] = (1.0,)
@@ -258,7 +264,7 @@ def parse_variant_kwargs(kwargs: dict[str, Any], arch: ReferenceArch) -> ModelVa
     ``None`` means "default" for every key (timm passes unset options as ``None``).
     """
     op_raw = kwargs.pop("op", None)
-    op = Op.MULT if op_raw is None else op_spec(str(op_raw).strip(), where="model kwarg op").op
+    op = "mult" if op_raw is None else op_spec(str(op_raw).strip(), where="model kwarg op").op.value
     aug_raw = kwargs.pop("aug", None)
     aug = False if aug_raw is None else _parse_bool(aug_raw, "aug")
     width_raw = kwargs.pop("aug_width_mult_list", None)
@@ -295,13 +301,6 @@ def apply_variant(model: nn.Module, variant: ModelVariant, example_input: torch.
     """
     if variant.is_plain:
         return model
-    try:
-        from shiftaddaug_plugin.convert import ConvertConfig, convert, export
-    except ImportError as err:
-        raise ImportError(
-            f"op={variant.op!r}, aug={variant.aug} needs the converter shiftaddaug_plugin.convert, which failed to "
-            f"import ({err}); build op='mult', aug=False for the plain network"
-        ) from err
     config = ConvertConfig(
         op=variant.op,
         aug_width_mult_list=list(variant.aug_width_mult_list),
@@ -395,7 +394,8 @@ def shiftadd_mcunet(pretrained: bool = False, **kwargs: Any) -> nn.Module:
 
 @register_model
 def shiftadd_mbv2_tiny(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """MobileNetV2-Tiny (MobileNetV2 w0.35, last conv 112->448): 23.5M MACs / 0.75M params at 144 px (docs/algorithms.md §9)."""
+    """MobileNetV2-Tiny (MobileNetV2 w0.35, last conv 112->448): 23.5M MACs / 0.75M params at 144 px (docs/algorithms.md
+    §9)."""
     return _create("shiftadd_mbv2_tiny", pretrained, **kwargs)
 
 

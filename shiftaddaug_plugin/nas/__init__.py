@@ -1,5 +1,5 @@
-"""Two-stage NAS of ShiftAddAug §3.4 (docs/algorithms.md §7): supernet -> depth-augmented subnet -> target under hardware
-constraints, with Optuna's evolutionary (NSGA-II) search. See docs/nas.md.
+"""Two-stage NAS of ShiftAddAug §3.4 (docs/algorithms.md §7): supernet -> depth-augmented subnet -> target under
+hardware constraints, with Optuna's evolutionary (NSGA-II) search. See docs/nas.md.
 
 * :mod:`.space`        search space, :class:`Arch` <-> timm block strings / JSON (light: no torch import)
 * :mod:`.supernet`     weight-sharing multiplicative supernet (elastic kernel / expand / depth / width), sandwich

@@ -1,6 +1,7 @@
 """Command line of the two-stage NAS (ShiftAddAug §3.4, docs/algorithms.md §7; docs/nas.md).
 
-    python -m shiftaddaug_plugin.nas.cli train-supernet --space mcunet --img-size 32 --epochs 5 --out runs/nas/supernet.pth
+    python -m shiftaddaug_plugin.nas.cli train-supernet --space mcunet --img-size 32 --epochs 5 --out
+    runs/nas/supernet.pth
     python -m shiftaddaug_plugin.nas.cli search --supernet runs/nas/supernet.pth --out-dir runs/nas/s1 \\
         --n-trials 200 --max-macs 2e6 --max-peak-kb 64 [--ops mult,shift,adder --base-op shift]
     python -m shiftaddaug_plugin.nas.cli search --mode select --deep-arch runs/nas/s1/arch.json \\
@@ -21,6 +22,20 @@ import os
 import sys
 import time
 from typing import Sequence
+
+from shiftaddaug_plugin.cost.plot import plot_pareto
+
+from .cost import Constraints
+from .data import load_fmnist_splits
+from .search import ArchEvaluator, run_search
+from .space import SPACE_PRESETS, SearchSpace, load_arch
+from .stage2 import save_depth_aug
+from .supernet import (
+    Supernet,
+    load_supernet,
+    save_supernet,
+    train_supernet,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -99,7 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_space(text: str) -> "object":
-    from .space import SPACE_PRESETS, SearchSpace
 
     if text in SPACE_PRESETS:
         return SPACE_PRESETS[text]
@@ -116,8 +130,6 @@ def _ops(text: str | None) -> list[str] | None:
 def _train_supernet(args: argparse.Namespace) -> int:
     import torch
 
-    from .data import load_fmnist_splits
-    from .supernet import Supernet, evaluate_accuracy, save_supernet, train_supernet
 
     space = _load_space(args.space)
     if args.ops is not None or args.base_op is not None:
@@ -132,7 +144,6 @@ def _train_supernet(args: argparse.Namespace) -> int:
     stats = train_supernet(supernet, splits.train_x, splits.train_y, epochs=args.epochs, batch_size=args.batch_size,
                            lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
                            num_random=args.num_random, distill=not args.no_distill, seed=args.seed)
-    from .search import ArchEvaluator
 
     ev = ArchEvaluator(supernet, splits.train_x, splits.holdout_x, splits.holdout_y)
     report = {}
@@ -147,14 +158,7 @@ def _train_supernet(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from shiftaddaug_plugin.cost.plot import plot_pareto
 
-    from .cost import Constraints
-    from .data import load_fmnist_splits
-    from .search import ArchEvaluator, run_search
-    from .space import load_arch
-    from .stage2 import save_depth_aug
-    from .supernet import load_supernet
 
     supernet, meta = load_supernet(args.supernet)
     splits = load_fmnist_splits(int(meta["img_size"]), int(meta["train_images"]), int(meta["holdout_images"]),
@@ -208,7 +212,8 @@ def _search(args: argparse.Namespace) -> int:
     if best.selection is not None and deep is not None:
         train_arch = os.path.join(args.out_dir, "depth_aug.json")
         save_depth_aug(train_arch, deep, best.selection, **extra)
-    print(f"[nas] {len(result.candidates)} feasible of {len(result.study.trials)} trials, front of {len(result.front)}; "
+    print(f"[nas] {len(result.candidates)} feasible of {len(result.study.trials)} trials, front of "
+          f"{len(result.front)}; "
           f"chosen trial #{best.number}: accuracy proxy {best.accuracy:.2f}%, {obj} {getattr(best.cost, obj):.4g}, "
           f"MACs {best.cost.macs / 1e6:.3f}M, params {best.cost.params / 1e3:.1f}k, peak {best.cost.peak_kb:.1f}KiB")
     print(f"[nas] target: {best.arch.describe()}")

@@ -4,8 +4,8 @@
 :class:`~shiftaddaug_plugin.nas.space.Arch` and re-prices every conv / linear row with the operator the target
 network will use there (``Arch.base_op`` outside the searched blocks, the block's ``op`` inside; the stem conv
 stays multiplicative, linear layers are shift or multiplicative, as the converter does). The re-pricing applies the
-cost model's own conventions (``shiftaddaug_plugin.cost.rules``; docs/algorithms.md §8) to the counted MACs ``M`` and bias
-additions ``B`` of the row:
+cost model's own conventions (``shiftaddaug_plugin.cost.rules``; docs/algorithms.md §8) to the counted MACs ``M`` and
+bias additions ``B`` of the row:
 
 * ``mult``: ``M`` mults + ``M + B`` adds;  ``shift``: ``M`` shifts + ``M + B`` adds;  ``adder``: ``2M + B`` adds;
 * ``shiftadd``: the shift part as above plus an ``O -> O`` adder conv (same kernel and groups, stride 1) on the
@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping, Sequence
 
 from torch import nn
+
+from shiftaddaug_plugin.cost import DEFAULT_ENERGY_TABLE, count_ops
 
 from ..ops import OP_TABLE, Op
 from .space import Arch
@@ -113,7 +115,6 @@ def arch_cost(model: nn.Module, arch: Arch, input_shape: Sequence[int], *, preci
               energy_table: Any = None) -> ArchCost:
     """Cost of ``arch``'s target network (module docstring). ``model``: its plain multiplicative timm model (e.g.
     ``Supernet.extract(arch)``); ``input_shape``: ``(C, H, W)``."""
-    from shiftaddaug_plugin.cost import DEFAULT_ENERGY_TABLE, count_ops
 
     table = DEFAULT_ENERGY_TABLE if energy_table is None else energy_table
     report = count_ops(model, tuple(input_shape), precision=precision, energy_table=table, warn=True)

@@ -1,4 +1,5 @@
-"""timm entrypoint ``shiftadd_custom``: any architecture found by the NAS as a timm ``EfficientNet`` (docs/algorithms.md §7,
+"""timm entrypoint ``shiftadd_custom``: any architecture found by the NAS as a timm ``EfficientNet`` (docs/algorithms.md
+§7,
 docs/ARCHITECTURE.md).
 
     import shiftaddaug_plugin.nas.custom_model   # registers 'shiftadd_custom' (imports timm)
@@ -29,19 +30,26 @@ additions taken from the arch:
 from __future__ import annotations
 
 import dataclasses
-import math
 from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
 import torch
-from torch import nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._efficientnet_builder import decode_arch_def, resolve_act_layer, resolve_bn_args
+from timm.models._efficientnet_builder import (
+    decode_arch_def,
+    resolve_act_layer,
+    resolve_bn_args,
+)
 from timm.models.efficientnet import EfficientNet
+from torch import nn
+
+from shiftaddaug_plugin.convert import ConvertConfig, convert, export
+from shiftaddaug_plugin.models import parse_variant_kwargs
 
 from .space import Arch, load_arch
+from .stage2 import load_depth_aug, wrap_depth_augmentation
 
 __all__ = ["DEFAULT_AUG_WIDTH_MULT_LIST", "DEFAULT_AUG_EXPAND_LIST", "efficientnet_kwargs", "build_efficientnet",
            "arch_recipe", "shiftadd_custom"]
@@ -79,7 +87,6 @@ def arch_recipe(arch: Any) -> dict[str, Any]:
     """``arch`` (Arch / dict / JSON string / JSON file) as a self-contained, JSON-plain dict with its depth-augmentation
     selection (``depth_aug``) if any: ``shiftadd_custom(arch=arch_recipe(a))`` builds what ``arch=a`` builds, without
     the original file (the trainer stores it in ``exported_target.json``)."""
-    from .stage2 import load_depth_aug
 
     deep, selection = load_depth_aug(arch)
     data = deep.to_dict()
@@ -90,7 +97,6 @@ def arch_recipe(arch: Any) -> dict[str, Any]:
 
 def _convert(model: nn.Module, op: str, overrides: dict[str, str], aug: bool, width: tuple[float, ...],
              expand: tuple[float, ...], convert_kwargs: dict[str, Any]) -> nn.Module:
-    from shiftaddaug_plugin.convert import ConvertConfig, convert, export
 
     kwargs = dict(convert_kwargs)
     kwargs["op_overrides"] = {**overrides, **dict(kwargs.get("op_overrides") or {})}  # the user's entries win
@@ -104,7 +110,6 @@ def _convert(model: nn.Module, op: str, overrides: dict[str, str], aug: bool, wi
 
 def _build(arch: Arch, variant: Any, selection: Any, **kwargs: Any) -> nn.Module:
     """``model_cls`` for ``build_model_with_cfg``: plain / converted / depth-augmented network."""
-    from .stage2 import wrap_depth_augmentation
 
     overrides = arch.op_overrides(default_op=variant.op)
     if selection is not None and variant.aug:
@@ -135,9 +140,7 @@ default_cfgs = generate_default_cfgs({"shiftadd_custom": _cfg()})
 @register_model
 def shiftadd_custom(pretrained: bool = False, arch: Any = None, **kwargs: Any) -> nn.Module:
     """A NAS-found architecture (module docstring). ``arch``: Arch / dict / JSON string / JSON file path."""
-    from shiftaddaug_plugin.models import parse_variant_kwargs
 
-    from .stage2 import load_depth_aug
 
     if arch is None:
         raise ValueError("shiftadd_custom needs arch=<arch.json> (written by python -m shiftaddaug_plugin.nas.cli "

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from shiftaddaug_plugin.data import FashionMNIST
+
 __all__ = ["FMNIST_MEAN", "FMNIST_STD", "TensorSplits", "load_fmnist_splits", "iterate_batches"]
 
 FMNIST_MEAN = 0.2860
@@ -74,7 +76,6 @@ def load_fmnist_splits(img_size: int = 32, train_images: int = 10000, holdout_im
         root: idx folder (default ``$SHIFTADDAUG_FMNIST_DIR`` or the Debian path).
         seed: seed of the split permutation.
     """
-    from shiftaddaug_plugin.data import FashionMNIST
 
     for name, value in (("img_size", img_size), ("train_images", train_images), ("holdout_images", holdout_images)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

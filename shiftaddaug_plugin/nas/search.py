@@ -15,7 +15,8 @@ belong to no single subnet), and its top-1 accuracy is measured on the held-out 
 (disjoint from the supernet's training slice; the test split is never used).
 
 Sampler: Optuna's ``NSGAIISampler`` (constrained domination with ``constraints_func``; ``population_size``
-per generation, default 20); ``'random'`` for a baseline. Constraints (:class:`~shiftaddaug_plugin.nas.cost.Constraints`)
+per generation, default 20); ``'random'`` for a baseline. Constraints
+(:class:`~shiftaddaug_plugin.nas.cost.Constraints`)
 are checked from the cost **before** the accuracy proxy: an infeasible candidate is not evaluated, gets accuracy
 0 and its violations as Optuna constraints (so NSGA-II ranks it behind every feasible one), and it is never
 returned -- :func:`collect_candidates` re-checks every stored cost against the constraints.
@@ -32,17 +33,18 @@ trials of killed workers as failed after ``grace_period`` seconds.
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-import torch
 from torch import Tensor, nn
 
+from shiftaddaug_plugin.convert import recalibrate_bn
+
 from .cost import COST_METRICS, ArchCost, Constraints, arch_cost
+from .data import iterate_batches
 from .space import Arch, SearchSpace
 from .stage2 import TargetSelection, drop_unselected
 from .supernet import Supernet, evaluate_accuracy
@@ -110,9 +112,7 @@ class ArchEvaluator:
 
     def accuracy(self, model: nn.Module) -> float:
         """Held-out top-1 (%) after BN recalibration on the training slice."""
-        from shiftaddaug_plugin.convert import recalibrate_bn
 
-        from .data import iterate_batches
 
         batches = (xb for xb, _ in iterate_batches(self.recal_x, None, self.batch_size))
         recalibrate_bn(model, batches, self.recal_images)

@@ -6,8 +6,9 @@ It converts to timm block strings (:meth:`Arch.block_strings`), so every archite
 ``EfficientNet`` (``shiftaddaug_plugin.nas.custom_model``: ``timm.create_model('shiftadd_custom', arch=...)``), and
 to/from JSON (:meth:`Arch.to_dict` / :meth:`Arch.from_json`).
 
-A :class:`SearchSpace` is the OFA / TinyNAS-style elastic space of the supernet (docs/algorithms.md §7 stage 1): per stage a
-depth (first ``d`` blocks) and a width (output channels), per block a kernel in ``kernel_choices`` (centre crops of
+A :class:`SearchSpace` is the OFA / TinyNAS-style elastic space of the supernet (docs/algorithms.md §7 stage 1): per
+stage a depth (first ``d`` blocks) and a width (output channels), per block a kernel in ``kernel_choices`` (centre crops
+of
 the largest kernel) and an expand ratio (leading mid channels), and optionally NASA's per-block operator choice
 (``op_choices``, e.g. ``('mult', 'shift', 'adder')``). Its Optuna encoding uses one categorical parameter per
 decision (``s{i}_d``, ``s{i}_w``, ``s{i}_b{j}_k``, ``s{i}_b{j}_e``, ``s{i}_b{j}_op``); blocks beyond the chosen
@@ -21,7 +22,7 @@ import json
 import math
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 

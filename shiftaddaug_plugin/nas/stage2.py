@@ -26,9 +26,9 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-import torch
 from torch import Tensor, nn
 
+from ..convert.export import export, is_exportable
 from ..modes import Mode, set_mode
 from .space import Arch, StageArch, _read_json, load_arch
 
@@ -187,7 +187,6 @@ def export_target(model: nn.Module) -> nn.Module:
     """The slim target of a (converted) depth-augmented model: :func:`shiftaddaug_plugin.convert.export`, whose
     export protocol exports the hybrid layers and removes every :class:`DepthAugBlock` from its ``nn.Sequential``
     (indices re-numbered); a model with neither is copied. ``model`` is not modified."""
-    from ..convert.export import export, is_exportable
 
     if not any(is_exportable(m) for m in model.modules()):
         return copy.deepcopy(model)

@@ -37,6 +37,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..atomic import atomic_write
+from .custom_model import build_efficientnet
+from .data import iterate_batches
 from .space import Arch, SearchSpace
 
 __all__ = [
@@ -258,7 +260,6 @@ class Supernet(nn.Module):
     def extract(self, arch: Arch | None = None, **timm_kwargs: Any) -> nn.Module:
         """Standalone timm ``EfficientNet`` of ``arch`` (default: the active one) with the shared weights copied
         (a copy: later supernet training does not change it). In eval mode iff the supernet is."""
-        from .custom_model import build_efficientnet
 
         arch = self.active_arch if arch is None else arch
         self.space.validate(arch)
@@ -291,7 +292,6 @@ class Supernet(nn.Module):
 # ================================================================================================ training
 def evaluate_accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 500) -> float:
     """Top-1 accuracy (%) of ``model`` (eval mode, no grad) on tensors ``x``, ``y``."""
-    from .data import iterate_batches
 
     flag = model.training
     model.eval()
@@ -330,7 +330,6 @@ def train_supernet(
     from timm.optim import create_optimizer_v2
     from timm.scheduler import CosineLRScheduler
 
-    from .data import iterate_batches
 
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -60,7 +60,8 @@ def pretrain_remap(
     steps: int,
     lr: float = 1e-3,
 ) -> list[float]:
-    """Pre-train the ``FC`` of every hybrid adder layer's :class:`WeightRemap`, then freeze them (docs/algorithms.md §5).
+    """Pre-train the ``FC`` of every hybrid adder layer's :class:`WeightRemap`, then freeze them (docs/algorithms.md
+    §5).
 
     This is how ``FC`` of eq. 5 is pre-trained: the model runs in ``Mode.TARGET`` with the MF operators enabled
     (``mf_enabled=True`` on the remapped layers for the duration, so the adders really read ``r(FC(W))``) and

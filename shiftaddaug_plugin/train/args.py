@@ -1,4 +1,5 @@
-"""Command line of ``shiftaddaug-train``: timm ``train.py`` flag names plus the ShiftAddAug flags (docs/algorithms.md §4).
+"""Command line of ``shiftaddaug-train``: timm ``train.py`` flag names plus the ShiftAddAug flags (docs/algorithms.md
+§4).
 
 As in timm, ``-c/--config file.yaml`` sets defaults from a yaml mapping whose keys are the flag names
 (``batch_size`` or ``batch-size``; both spellings are accepted); flags given on the command line win over the file.
@@ -140,13 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not quantile-match (eq. 5) weights that cross an adder layer's target boundary when "
                         "channels are sorted (ablation)")
     g.add_argument("--block-variant", default="none", choices=BLOCK_VARIANT_SCHEDULES,
-                   help="block-variant schedule (docs/algorithms.md §6): 'linear' turns target layers MF shallow -> deep")
+                   help="block-variant schedule (docs/algorithms.md §6): 'linear' turns target layers MF shallow -> "
+                        "deep")
     g.add_argument("--block-variant-end", type=float, default=0.5,
                    help="fraction of the epochs at which block-variant training has made every layer MF")
     g.add_argument("--remap-pretrain-steps", type=int, default=50,
                    help="heterogeneous weight sharing (eq. 5, model kwarg convert_kwargs={'remap': True}): Adam steps "
                         "pre-training each remap's FC on the target loss before training, after which the remaps are "
-                        "frozen (docs/algorithms.md §5; 0 = freeze at the identity FC). Ignored without remapped layers")
+                        "frozen (docs/algorithms.md §5; 0 = freeze at the identity FC). Ignored without remapped "
+                        "layers")
     g.add_argument("--remap-pretrain-lr", type=float, default=1e-3, help="Adam learning rate of the remap pre-training")
     g.add_argument("--bn-recal-images", type=int, default=2000,
                    help="training images for BN recalibration before every evaluation and export (default 2000)")
@@ -294,6 +297,7 @@ def validate_args(args: argparse.Namespace) -> None:
     if args.model_ema and not 0.0 < args.model_ema_decay < 1.0:
         raise ValueError(f"--model-ema-decay={args.model_ema_decay!r} must lie in (0, 1)")
     if args.validate_exported and not os.path.exists(args.validate_exported):
-        raise ValueError(f"--validate-exported {args.validate_exported}: no such file (pass <output>/exported_target.pth)")
+        raise ValueError(f"--validate-exported {args.validate_exported}: no such file (pass "
+                         f"<output>/exported_target.pth)")
     if args.resume and not os.path.isfile(args.resume):
         raise ValueError(f"--resume {args.resume}: no such checkpoint file (use <output>/last.pth.tar)")

@@ -1,9 +1,10 @@
 """The ShiftAddAug training step, epoch loop and evaluation (docs/algorithms.md §4; NetAug recipe adapted).
 
-One step (:class:`ShiftAddAugTask`, a ``timm.task.ClassificationTask``)::
+One step (:class:`ShiftAddAugTask`, a ``timm.task.ClassificationTask``) is the shared core's
+:func:`shiftaddaug_plugin.augment.joint_loss`::
 
     set_mode(TARGET)                      -> logits_t, loss_t = L(W_t)              (headline: target loss / acc)
-    sample_active_widths(width=.., expand=True); set_mode(AUGMENTED)
+    WidthSampler.sample(step, width=.., expand=True); set_mode(AUGMENTED)
                                           -> loss_a = L(W_a)
     loss = loss_t + alpha * loss_a        -> one backward, one optimizer step
 
@@ -15,13 +16,13 @@ single backward: every parameter is used by both passes (hybrid layers slice one
 parameter's gradient hook fires once per backward and DDP's reducer is satisfied. The price of one backward over
 the summed loss is holding both graphs at once (2x activation memory of a *tiny* net).
 
-The width sampler draws from a ``random.Random`` seeded identically on every rank, so all DDP ranks run the same
-augmented sub-network in every step.
+The widths of step ``i`` (``task.step``, the optimizer update count) are a pure function of ``(seed, i)``
+(:class:`shiftaddaug_plugin.augment.WidthSampler`), so all DDP ranks run the same augmented sub-network in every step
+and a resumed run samples what the uninterrupted one would have.
 """
 from __future__ import annotations
 
 import math
-import random
 import time
 from contextlib import nullcontext
 from typing import Any, Callable, ContextManager, Iterable
@@ -32,6 +33,8 @@ import torch.nn.functional as F
 from timm.task import ClassificationTask
 from torch import Tensor, nn
 
+from shiftaddaug_plugin.augment import WidthSampler, joint_loss
+from shiftaddaug_plugin.convert.plan import get_plan
 from shiftaddaug_plugin.modes import Mode, set_mode
 from shiftaddaug_plugin.protocol import unwrap
 
@@ -50,14 +53,15 @@ class ShiftAddAugTask(ClassificationTask):
             aug=True)``).
         alpha: weight of the augmented loss (``--aug-alpha``).
         augment: ``False`` = baseline, only the target pass (``--no-aug``).
-        width_rng: ``random.Random`` of the width sampler (same seed on every rank).
+        sampler: the width sampler (default ``WidthSampler(0)``); ``step`` (set by :func:`train_one_epoch` to the
+            update count) selects the widths of each step.
         criterion_kwargs / criterion: as :class:`timm.task.ClassificationTask` (e.g. ``dict(smoothing=0.1)``).
 
-    Attribute ``width_aug`` switches width sampling on/off (expand sampling is always on while augmenting).
+    Attributes ``width_aug`` (width sampling on/off; expand sampling is always on while augmenting) and ``step``.
     """
 
     def __init__(self, model: nn.Module, *, alpha: float = 1.0, augment: bool = True,
-                 width_rng: random.Random | None = None, criterion: Any = None,
+                 sampler: WidthSampler | None = None, criterion: Any = None,
                  criterion_kwargs: dict[str, Any] | None = None, device: torch.device | None = None,
                  verbose: bool = False) -> None:
         super().__init__(model, criterion=criterion, criterion_kwargs=criterion_kwargs, device=device, verbose=verbose)
@@ -65,10 +69,10 @@ class ShiftAddAugTask(ClassificationTask):
             raise ValueError(f"alpha={alpha!r} must be a finite number >= 0")
         self.alpha = float(alpha)
         self.augment = bool(augment)
-        self.width_rng = width_rng if width_rng is not None else random.Random(0)
+        self.sampler = sampler if sampler is not None else WidthSampler(0)
         self.width_aug = True
+        self.step = 0
         if self.augment:
-            from shiftaddaug_plugin.convert.plan import get_plan
 
             get_plan(model)  # ValueError with the fix if the model is not converted
 
@@ -78,18 +82,17 @@ class ShiftAddAugTask(ClassificationTask):
         return unwrap(self.trainable_module)
 
     def forward(self, input: Tensor, target: Tensor) -> dict[str, Tensor]:  # noqa: A002 - timm's signature
-        from shiftaddaug_plugin.convert import sample_active_widths
+        outputs: list[Tensor] = []
 
-        model = self.model
-        set_mode(model, Mode.TARGET)
-        output = self.trainable_module(input)
-        loss_t = self.criterion(output, target)
-        result = {"output": output, "loss_target": loss_t}
-        if self.augment:
-            sample_active_widths(model, self.width_rng, width=self.width_aug, expand=True)
-            set_mode(model, Mode.AUGMENTED)
-            loss_a = self.criterion(self.trainable_module(input), target)
-            set_mode(model, Mode.TARGET)
+        def target_loss() -> Tensor:
+            outputs.append(self.trainable_module(input))
+            return self.criterion(outputs[0], target)
+
+        loss_t, loss_a = joint_loss(self.model, self.step, target_loss,
+                                    lambda: self.criterion(self.trainable_module(input), target),
+                                    sampler=self.sampler, augment=self.augment, width_aug=self.width_aug)
+        result = {"output": outputs[0], "loss_target": loss_t}
+        if loss_a is not None:
             result["loss_aug"] = loss_a
             result["loss"] = loss_t + self.alpha * loss_a
         else:
@@ -141,6 +144,7 @@ def train_one_epoch(
     for step, (images, targets) in enumerate(loader):
         images = images.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
+        task.step = num_updates
         with amp_ctx():
             out = task(images, targets)
         n = images.shape[0]

@@ -1,4 +1,5 @@
-"""Checkpoints of ``shiftaddaug-train`` (docs/ARCHITECTURE.md): atomic, ``torch.load(weights_only=True)``-loadable, resumable.
+"""Checkpoints of ``shiftaddaug-train`` (docs/ARCHITECTURE.md): atomic, ``torch.load(weights_only=True)``-loadable,
+resumable.
 
 * :func:`atomic_save` writes to a temporary file in the same folder, flushes it to disk and ``os.replace``-s it over
   the destination: an interruption leaves either the old or the new file, never a torn one.
@@ -20,6 +21,9 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 from torch import nn
+
+from shiftaddaug_plugin import register_timm_models
+from shiftaddaug_plugin.convert import ConvertConfig, convert, export
 
 from ..atomic import atomic_write, atomic_write_text
 
@@ -131,7 +135,6 @@ def load_exported(path: str | os.PathLike[str], device: torch.device | str = "cp
     """
     import timm
 
-    from shiftaddaug_plugin import register_timm_models
 
     register_timm_models()
 
@@ -147,7 +150,6 @@ def load_exported(path: str | os.PathLike[str], device: torch.device | str = "cp
     if meta.get("rebuild", "entrypoint") == "entrypoint":  # shiftadd_*: the entrypoint builds the slim MF network
         model = timm.create_model(meta["model"], **common, **meta.get("model_kwargs", {}))
     else:  # any timm model: convert without augmentation, then export (what the trainer exported)
-        from shiftaddaug_plugin.convert import ConvertConfig, convert, export
 
         dense = timm.create_model(meta["model"], **common, **meta.get("model_kwargs", {}))
         config = ConvertConfig(**meta["convert_config"], aug_width_mult_list=[1.0], aug_expand_list=[1.0])

@@ -1,4 +1,5 @@
-"""``shiftaddaug-train``: ShiftAddAug augmentation training of a timm model (docs/algorithms.md §4, docs/ARCHITECTURE.md).
+"""``shiftaddaug-train``: ShiftAddAug augmentation training of a timm model (docs/algorithms.md §4,
+docs/ARCHITECTURE.md).
 
     shiftaddaug-train -c configs/timm/fashion_mnist_mcunet_shiftaug.yaml --output runs/demo
     torchrun --nproc_per_node 2 -m shiftaddaug_plugin.train.cli -c ... --device cpu     # DDP (gloo on CPU)
@@ -17,8 +18,6 @@ import copy
 import csv
 import io
 import json
-import math
-import random
 import sys
 import time
 from contextlib import nullcontext
@@ -30,90 +29,61 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from shiftaddaug_plugin.schedule import fraction_to_step
-from shiftaddaug_plugin.block_variant import BlockVariantSchedule, set_all_mf, switchable_layers
+from shiftaddaug_plugin.augment import AugSchedule, RecalibratedBN, WidthSampler
+from shiftaddaug_plugin.block_variant import (
+    BlockVariantSchedule,
+    set_all_mf,
+    switchable_layers,
+)
+from shiftaddaug_plugin.convert import (
+    export,
+    recalibrate_bn,
+    sort_channels,
+)
+from shiftaddaug_plugin.convert.diagnostics import sort_diagnostics
+from shiftaddaug_plugin.cost import count_ops
+from shiftaddaug_plugin.sharing import pretrain_remap, remap_modules
 
 from .args import parse_args
-from .augtrain import NonFiniteLossError, ShiftAddAugTask, evaluate, format_eta, train_one_epoch, unwrap
+from .augtrain import (
+    NonFiniteLossError,
+    ShiftAddAugTask,
+    evaluate,
+    format_eta,
+    train_one_epoch,
+    unwrap,
+)
+from .build import build_model
 from .checkpoint import (
-    EXPORTED_META, EXPORTED_WEIGHTS, atomic_save, atomic_write_text, capture_rng_state, load_checkpoint,
-    load_exported, restore_rng_state, save_exported,
+    EXPORTED_META,
+    EXPORTED_WEIGHTS,
+    atomic_save,
+    atomic_write_text,
+    capture_rng_state,
+    load_checkpoint,
+    load_exported,
+    restore_rng_state,
+    save_exported,
 )
 from .data import build_data
+from .distributed import broadcast_buffers, check_ranks_identical, cleanup, perm_digest, state_checksum
 
-__all__ = ["main", "run", "validate_exported", "build_model", "width_aug_stop_epoch", "SUMMARY_FIELDS"]
+__all__ = ["main", "run", "validate_exported", "build_model", "aug_schedule", "SUMMARY_FIELDS"]
 
 SUMMARY_FIELDS = ("epoch", "train_loss_target", "train_loss_aug", "train_top1", "eval_top1", "eval_loss",
                   "eval_ema_top1", "lr", "width_aug", "mf_layers", "time")
 LAST, BEST = "last.pth.tar", "model_best.pth.tar"
-#: timm entrypoint of NAS-found architectures (:mod:`shiftaddaug_plugin.nas.custom_model`), built like ``shiftadd_*``
-CUSTOM_MODEL = "shiftadd_custom"
 
 
-def width_aug_stop_epoch(epochs: int, fraction: float) -> int:
-    """First epoch (0-based) without width augmentation (:func:`shiftaddaug_plugin.schedule.fraction_to_step`,
-    half up; 0.5 -> the last half of training has no width augmentation; expand augmentation continues)."""
-    return fraction_to_step(fraction, epochs)
+def aug_schedule(args: argparse.Namespace) -> AugSchedule:
+    """The shared schedule (:class:`shiftaddaug_plugin.augment.AugSchedule`) over ``--epochs`` epochs: width
+    augmentation until ``--width-aug-stop``, sorting every ``--sort-interval`` epochs, block-variant progress until
+    ``--block-variant-end`` (``--block-variant linear``)."""
+    return AugSchedule(total=int(args.epochs), augment=not args.no_aug, width_aug_stop=float(args.width_aug_stop),
+                       sort_interval=args.sort_interval or None,
+                       block_variant_end=float(args.block_variant_end) if args.block_variant == "linear" else None)
 
 
-# ------------------------------------------------------------------------------------------------- model
-def build_model(args: argparse.Namespace, num_classes: int, input_size: tuple[int, int, int]
-                ) -> tuple[nn.Module, dict[str, Any]]:
-    """The hybrid training model and the recipe that rebuilds its exported target (``exported_target.json``).
-
-    ``shiftadd_*`` models (the reference nets and the NAS's ``shiftadd_custom``) are built by their timm entrypoints
-    with ``aug=True`` (``--no-aug``: augmentation lists ``[1.0]``, i.e. no augmented channel, so the baseline trains
-    exactly the target network through the same code); ``op`` and the other ``--model-kwargs`` pass through (for
-    ``shiftadd_custom``: default op = the arch's ``base_op``, per-block operators and depth augmentation from the
-    arch; its ``arch`` is stored inline in the rebuild recipe). Any other timm model is created plain and converted
-    with ``ConvertConfig(op=<model-kwargs op, default shift>)``.
-    """
-    import timm
-
-    from shiftaddaug_plugin import register_timm_models
-    from shiftaddaug_plugin.convert import ConvertConfig, convert
-    from shiftaddaug_plugin.models import REFERENCE_ARCHS
-
-    register_timm_models()
-
-    kwargs = dict(args.model_kwargs)
-    common: dict[str, Any] = dict(pretrained=False, num_classes=num_classes, in_chans=input_size[0],
-                                  drop_rate=args.drop)
-    if args.drop_path is not None:
-        common["drop_path_rate"] = args.drop_path
-    width = [1.0] if args.no_aug else args.aug_width_mult_list
-    expand = [1.0] if args.no_aug else args.aug_expand_list
-    if args.model in REFERENCE_ARCHS or args.model == CUSTOM_MODEL:
-        if args.model == CUSTOM_MODEL and kwargs.get("arch") is not None:
-            from shiftaddaug_plugin.nas.custom_model import arch_recipe
-
-            kwargs["arch"] = arch_recipe(kwargs["arch"])  # the exported model rebuilds without the arch file
-        aug_kwargs: dict[str, Any] = {"aug": True}
-        if width is not None:
-            aug_kwargs["aug_width_mult_list"] = width
-        if expand is not None:
-            aug_kwargs["aug_expand_list"] = expand
-        model = timm.create_model(args.model, **common, **kwargs, **aug_kwargs)
-        meta = {"rebuild": "entrypoint", "model_kwargs": kwargs}
-    else:
-        op = kwargs.pop("op", "shift")
-        convert_kwargs = kwargs.pop("convert_kwargs", None) or {}
-        try:
-            model = timm.create_model(args.model, **common, **kwargs)
-        except RuntimeError as err:
-            raise ValueError(f"--model {args.model!r}: {err}; list models with timm.list_models()") from err
-        cfg: dict[str, Any] = dict(op=op, **convert_kwargs)
-        if width is not None:
-            cfg["aug_width_mult_list"] = width
-        if expand is not None:
-            cfg["aug_expand_list"] = expand
-        model = convert(model, ConvertConfig(**cfg), example_input=torch.zeros(1, *input_size))
-        meta = {"rebuild": "convert", "model_kwargs": kwargs, "convert_config": dict(op=op, **convert_kwargs)}
-    meta.update(model=args.model, num_classes=num_classes, input_size=list(input_size))
-    return model, meta
-
-
-# ------------------------------------------------------------------------------------------------- helpers
 class _Logger:
     def __init__(self, enabled: bool, path: Path | None = None) -> None:
         self.enabled = enabled
@@ -136,40 +106,6 @@ def _plain_args(args: argparse.Namespace) -> dict[str, Any]:
         if isinstance(value, (str, int, float, bool, type(None), list, dict)):
             out[key] = value
     return out
-
-
-def _state_checksum(model: nn.Module) -> torch.Tensor:
-    """Two float64 numbers summarising every parameter and buffer (plain sum, position-weighted sum)."""
-    flat = torch.cat([t.detach().reshape(-1).to("cpu", torch.float64) for t in model.state_dict().values()
-                      if t.is_floating_point()])
-    weights = torch.arange(1, flat.numel() + 1, dtype=torch.float64) / flat.numel()
-    return torch.stack([flat.sum(), (flat * weights).sum()])
-
-
-def _check_ranks_identical(tensor: torch.Tensor, what: str) -> list[list[float]]:
-    """All-gather ``tensor`` (CPU float64) and raise if the ranks disagree; returns the gathered values."""
-    world = dist.get_world_size()
-    gathered = [torch.zeros_like(tensor) for _ in range(world)]
-    dist.all_gather(gathered, tensor)
-    if any(not torch.equal(g, gathered[0]) for g in gathered[1:]):
-        raise RuntimeError(f"DDP ranks diverged after {what}: {[g.tolist() for g in gathered]}; sorting/recalibration "
-                           "must be deterministic from identical weights (check that every rank runs the same code "
-                           "and torch version)")
-    return [g.tolist() for g in gathered]
-
-
-def _broadcast_buffers(model: nn.Module) -> None:
-    """Rank 0's buffers (BN running statistics) to every rank, as DDP does at the start of each forward."""
-    for buf in model.buffers():
-        dist.broadcast(buf.data, src=0)
-
-
-def _perm_digest(perms: dict[int, torch.Tensor]) -> torch.Tensor:
-    total = torch.zeros(2, dtype=torch.float64)
-    for gid, perm in sorted(perms.items()):
-        p = perm.to(torch.float64)
-        total += torch.stack([p.sum() * (gid + 1), (p * torch.arange(1, p.numel() + 1, dtype=torch.float64)).sum()])
-    return total
 
 
 def _write_summary_csv(path: Path, history: list[dict[str, Any]]) -> None:
@@ -198,7 +134,6 @@ def _apply_block_variant(schedule: BlockVariantSchedule | None, model: nn.Module
 
 def _recalibrate(model: nn.Module, loader: Any, device: torch.device) -> int:
     """BN recalibration of the target network (docs/algorithms.md §4) over the whole (fixed) recalibration subset."""
-    from shiftaddaug_plugin.convert import recalibrate_bn
 
     if not _has_bn(model):
         return 0
@@ -209,7 +144,6 @@ def _log_sort_diagnostics(model: nn.Module, loader: Any, device: torch.device, s
                           log: Callable[[str], None]) -> None:
     """``--sort-diagnostics``: what the MF operators read before / after this sort, with and without the remap
     (:func:`shiftaddaug_plugin.convert.diagnostics.sort_diagnostics`), one JSON line per sort."""
-    from shiftaddaug_plugin.convert.diagnostics import sort_diagnostics
 
     # side-effect free: iterating a DataLoader draws its base seed from the global RNG, so keep that state
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -236,11 +170,11 @@ def _output_dir(args: argparse.Namespace) -> Path:
 # ------------------------------------------------------------------------------------------------- run
 def _prepare_remaps(model: torch.nn.Module, args: argparse.Namespace, loader: Any, *,
                     resuming: bool, distributed: bool, log: Callable[[str], None]) -> None:
-    """Eq. 5's ``FC`` is pre-trained, then frozen for augmented training (docs/algorithms.md §5); before the optimizer exists,
+    """Eq. 5's ``FC`` is pre-trained, then frozen for augmented training (docs/algorithms.md §5); before the optimizer
+    exists,
     so that frozen remap parameters never enter it. Trained jointly with SGD instead, the FC maps (one scalar per
     pointwise layer, fed by thousands of filters' adder gradients) blew the adder weights up within an epoch
     (loss 1e5). On resume the checkpoint's remaps are frozen already: freeze the fresh ones to match."""
-    from shiftaddaug_plugin.sharing import pretrain_remap, remap_modules
 
     layers = remap_modules(model)
     remaps = list({id(m.remap): m.remap for m in layers}.values())
@@ -272,7 +206,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from timm.scheduler import create_scheduler_v2
     from timm.utils import init_distributed_device, random_seed
 
-    from shiftaddaug_plugin.convert import export, sort_channels
 
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -280,7 +213,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     distributed, rank, world = bool(args.distributed), int(args.rank), int(args.world_size)
     main_proc = rank == 0
     random_seed(args.seed, rank)
-    width_rng = random.Random(args.seed)  # identical on every rank: every rank samples the same sub-network
+    sampler = WidthSampler(int(args.seed))  # widths of a step depend on (seed, step) only: same on every rank
+    schedule = aug_schedule(args)
 
     out_dir = _output_dir(args)
     if main_proc:
@@ -297,16 +231,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.block_variant != "none" and n_switch == 0:
         raise ValueError("--block-variant needs multiplication-free target layers; the model has none "
                          "(op=mult?). Use --model-kwargs op=shift/adder/shiftadd or --block-variant none")
-    # docs/algorithms.md §6: 'linear' turns the target MF shallow -> deep over epochs [0, end_fraction * epochs]
-    bv_schedule = (BlockVariantSchedule(model, start=0, end=args.block_variant_end * args.epochs, unit="epoch")
-                   if args.block_variant == "linear" else None)
+    # docs/algorithms.md §6: 'linear' turns the target MF shallow -> deep over epochs [0, schedule end]
+    bv_end = schedule.block_variant_end_step
+    bv_schedule = (BlockVariantSchedule(model, start=0, end=bv_end, unit="epoch") if bv_end is not None else None)
 
     _prepare_remaps(model, args, data.train_loader, resuming=bool(args.resume), distributed=distributed,
                     log=log)
     optimizer = create_optimizer_v2(model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay,
                                     momentum=args.momentum, filter_bias_and_bn=True,
                                     **({"eps": args.opt_eps} if args.opt_eps is not None else {}))
-    task = ShiftAddAugTask(model, alpha=args.aug_alpha, augment=augment, width_rng=width_rng,
+    task = ShiftAddAugTask(model, alpha=args.aug_alpha, augment=augment, sampler=sampler,
                            criterion_kwargs={"smoothing": args.smoothing}, device=device)
     ema = task.setup_ema(decay=args.model_ema_decay, device=device) if args.model_ema else None
 
@@ -343,10 +277,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         history = list(ckpt.get("history", []))
         best_top1, best_epoch = float(ckpt.get("best_top1", -1.0)), int(ckpt.get("best_epoch", -1))
         if rank == 0:
-            restore_rng_state(ckpt["rng"], width_rng)
-        else:  # other ranks: their own streams, reproducible per (seed, rank, epoch); widths follow rank 0's state
+            restore_rng_state(ckpt["rng"])
+        else:  # other ranks: their own streams, reproducible per (seed, rank, epoch); widths need no state
             random_seed(args.seed + 1000 * start_epoch, rank)
-            width_rng.setstate(tuple(tuple(v) if isinstance(v, list) else v for v in ckpt["rng"]["width_rng"]))
         log(f"resumed from {args.resume} at epoch {start_epoch} (updates {num_updates})")
         if start_epoch > args.epochs:
             raise ValueError(f"--resume checkpoint already finished {start_epoch} epochs, more than --epochs "
@@ -356,8 +289,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if distributed:
         task.prepare_distributed(device_ids=[device.index] if device.type == "cuda" else None)
 
-    stop_width = width_aug_stop_epoch(args.epochs, args.width_aug_stop)
-    log(f"epochs {args.epochs} | updates/epoch {updates_per_epoch} | width augmentation until epoch {stop_width} | "
+    recalibrated = partial(RecalibratedBN, lambda m: _recalibrate(m, data.recal_loader, device))
+    log(f"epochs {args.epochs} | updates/epoch {updates_per_epoch} | width augmentation until epoch "
+        f"{schedule.width_end} | "
         f"augment {augment} alpha {args.aug_alpha} | block-variant {args.block_variant} ({n_switch} MF layers) | "
         f"bn recalibration on {len(data.recal_loader.dataset)} images")
 
@@ -366,11 +300,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t_start = time.perf_counter()
     for epoch in range(start_epoch, args.epochs):
         t_epoch = time.perf_counter()
-        width_on = augment and epoch < stop_width
+        plan = schedule.at(epoch)
+        width_on = plan.width_aug
         mf_layers = _apply_block_variant(bv_schedule, model, epoch)
         if ema is not None:
             _apply_block_variant(bv_schedule, ema.module, epoch)
-        if width_on and args.sort_interval and epoch > 0 and epoch % args.sort_interval == 0:  # after a cycle
+        if plan.sort:  # after a training cycle, while width augmentation is on
             if args.sort_diagnostics and main_proc:
                 _log_sort_diagnostics(model, data.recal_loader, device, args.sort_scope, epoch,
                                       out_dir / "sort_diagnostics.jsonl", log)
@@ -378,7 +313,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             perms = sort_channels(model, optimizer=optimizer, ema=ema, scope=args.sort_scope,
                                   remap_moved=args.sort_remap, stats=sort_stats)
             if distributed:
-                _check_ranks_identical(_perm_digest(perms), "channel sorting")
+                check_ranks_identical(perm_digest(perms), "channel sorting")
             log(f"epoch {epoch}: sorted mid channels of {len(perms)} groups (scope {args.sort_scope}): "
                 f"{sort_stats['channels_moved']} channels moved into the target, "
                 f"{sort_stats['entries_remapped']} weights remapped")
@@ -395,7 +330,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             log(f"ERROR: {err}")
             raise
         if distributed:  # BN statistics of the last local forward differ per rank (DDP syncs them at forward)
-            _broadcast_buffers(unwrap(model))
+            broadcast_buffers(unwrap(model))
         lr = optimizer.param_groups[0]["lr"]
         row: dict[str, Any] = {
             "epoch": epoch, "train_loss_target": round(train_metrics["loss_target"], 6),
@@ -404,13 +339,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "mf_layers": mf_layers, "eval_top1": None, "eval_loss": None, "eval_ema_top1": None,
         }
         if (epoch + 1) % args.eval_interval == 0 or epoch + 1 == args.epochs:
-            _recalibrate(model, data.recal_loader, device)
-            last_eval = evaluate(model, data.eval_loader, device, distributed=distributed, amp_ctx=amp_ctx)
-            row.update(eval_top1=round(last_eval["top1"], 4), eval_loss=round(last_eval["loss"], 6))
-            if ema is not None:
-                _recalibrate(ema.module, data.recal_loader, device)
-                ema_eval = evaluate(ema.module, data.eval_loader, device, distributed=distributed, amp_ctx=amp_ctx)
-                row["eval_ema_top1"] = round(ema_eval["top1"], 4)
+            # recalibrated target statistics for evaluation only: checkpoints keep the training statistics
+            with recalibrated(unwrap(model), *([ema.module] if ema is not None else [])):
+                last_eval = evaluate(model, data.eval_loader, device, distributed=distributed, amp_ctx=amp_ctx)
+                row.update(eval_top1=round(last_eval["top1"], 4), eval_loss=round(last_eval["loss"], 6))
+                if ema is not None:
+                    ema_eval = evaluate(ema.module, data.eval_loader, device, distributed=distributed,
+                                        amp_ctx=amp_ctx)
+                    row["eval_ema_top1"] = round(ema_eval["top1"], 4)
         if not args.sched_on_updates:
             scheduler.step(epoch + 1, row["eval_top1"])
         row["time"] = round(time.perf_counter() - t_epoch, 3)
@@ -422,7 +358,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ckpt = {
                 "epoch": epoch + 1, "arch": args.model, "num_updates": num_updates,
                 "state_dict": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": capture_rng_state(width_rng), "history": history,
+                "scheduler": scheduler.state_dict(), "rng": capture_rng_state(), "history": history,
                 "best_top1": best_top1, "best_epoch": best_epoch, "args": _plain_args(args),
                 "export_meta": rebuild_meta, "version": 1,
             }
@@ -453,20 +389,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                "output": str(out_dir), "best_top1": best_top1, "best_epoch": best_epoch,
                                "train_time_s": round(time.perf_counter() - t_start, 3)}
     if distributed:
-        summary["ddp_rank_checksums"] = _check_ranks_identical(_state_checksum(unwrap(model)), "training")
+        summary["ddp_rank_checksums"] = check_ranks_identical(state_checksum(unwrap(model)), "training")
     if interrupted:
         if main_proc:
             atomic_write_text(json.dumps(summary, indent=2) + "\n", out_dir / "summary.json")
-        _cleanup(distributed)
+        cleanup(distributed)
         return summary
 
     # ---------------------------------------------------------------------------------------------- export
     bare = unwrap(model)
     set_all_mf(bare)  # the schedule ends fully MF; make sure nothing is left multiplicative
-    if last_eval is None:  # cannot happen (the last epoch always evaluates) unless no epoch ran
-        _recalibrate(bare, data.recal_loader, device)
-        last_eval = evaluate(bare, data.eval_loader, device, distributed=distributed, amp_ctx=amp_ctx)
-    slim = export(bare) if getattr(bare, "_shiftaddaug_plan", None) is not None else copy.deepcopy(bare)
+    with recalibrated(bare):  # the exported target carries the recalibrated statistics of the last evaluation
+        if last_eval is None:  # a resumed run whose last epoch was already trained
+            last_eval = evaluate(bare, data.eval_loader, device, distributed=distributed, amp_ctx=amp_ctx)
+        slim = export(bare) if getattr(bare, "_shiftaddaug_plan", None) is not None else copy.deepcopy(bare)
     summary.update(eval_top1=last_eval["top1"], eval_loss=last_eval["loss"], eval_images=last_eval["count"])
     if main_proc:
         save_exported(out_dir, slim, rebuild_meta)
@@ -489,7 +425,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cost_txt = f" | exported: mults {c['mults']:,} shifts {c['shifts']:,} adds {c['adds']:,} " \
                    f"energy {c['energy_uj']:.3f} uJ"
     log(f"done: eval top1 {last_eval['top1']:.2f} | exported top1 {exported_eval['top1']:.2f}{cost_txt} -> {out_dir}")
-    _cleanup(distributed)
+    cleanup(distributed)
     return summary
 
 
@@ -511,27 +447,16 @@ def validate_exported(args: argparse.Namespace) -> dict[str, Any]:
     if int(args.rank) == 0:
         print(f"validate {args.validate_exported}: {meta['model']} {meta.get('model_kwargs', {})} on {args.dataset} "
               f"({result['count']} images): top1 {result['top1']:.4f} loss {result['loss']:.6f}", flush=True)
-    _cleanup(bool(args.distributed))
+    cleanup(bool(args.distributed))
     return result
 
 
 def _cost_summary(model: nn.Module, input_size: Sequence[int], log: Callable[[str], None]) -> dict[str, Any] | None:
-    """Totals of :func:`shiftaddaug_plugin.cost.count_ops` for one image (``None`` if the cost model is missing)."""
-    try:
-        from shiftaddaug_plugin.cost import count_ops
-    except ImportError as err:  # optional piece: the run itself is still valid
-        log(f"cost model unavailable ({err}); summary.json has no operator counts")
-        return None
+    """Totals of :func:`shiftaddaug_plugin.cost.count_ops` for one image."""
     report = count_ops(model, tuple(input_size))
     totals = report.totals()
     totals["multiplicative_layers"] = report.multiplicative_layers
     return totals
-
-
-def _cleanup(distributed: bool) -> None:
-    if distributed and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

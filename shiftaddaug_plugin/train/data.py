@@ -3,7 +3,8 @@
 * ``--dataset fashion_mnist`` (default, offline): :class:`shiftaddaug_plugin.data.FashionMNIST` read from the Debian
   idx files. **Choice: ``in_chans=1``.** The images are grey; replicating them to 3 channels would only triple the
   stem's (multiplicative) work and parameters without adding information. Images are resized to ``--img-size``
-  (default 32, the CIFAR-like resolution of docs/algorithms.md §9), then light augmentation only (docs/algorithms.md §4): random crop
+  (default 32, the CIFAR-like resolution of docs/algorithms.md §9), then light augmentation only (docs/algorithms.md
+  §4): random crop
   with ``--crop-padding`` (default ``img_size // 8``) zero padding and horizontal flip. Normalisation uses the
   Fashion-MNIST training-set statistics (mean 0.2860, std 0.3530).
 * any other ``--dataset`` is a timm dataset (``create_dataset``: ImageFolder/ImageTar for ``''``, ``torch/cifar100``
@@ -26,6 +27,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
+
+from shiftaddaug_plugin.data import FashionMNIST
 
 __all__ = ["DataSetup", "FMNIST_MEAN", "FMNIST_STD", "HOLDOUT_SEED", "build_data", "holdout_split",
            "resolve_input_config", "seeded_subset"]
@@ -133,7 +136,8 @@ def _fmnist_transforms(args: argparse.Namespace, input_size: tuple[int, int, int
 
     c, h, w = input_size
     pad = args.crop_padding if args.crop_padding is not None else max(h, w) // 8
-    common_head: list[Any] = [T.Resize((h, w), interpolation=T.InterpolationMode.BILINEAR)] if (h, w) != (28, 28) else []
+    resize = T.Resize((h, w), interpolation=T.InterpolationMode.BILINEAR)
+    common_head: list[Any] = [resize] if (h, w) != (28, 28) else []
     to_chans = [T.Grayscale(num_output_channels=c)] if c != 1 else []
     tail = [T.ToTensor(), T.Normalize(mean, std)]
     train_tf: list[Any] = [*common_head]
@@ -145,7 +149,6 @@ def _fmnist_transforms(args: argparse.Namespace, input_size: tuple[int, int, int
 
 
 def _load_fmnist(args: argparse.Namespace, split: str) -> Dataset:
-    from shiftaddaug_plugin.data import FashionMNIST
 
     try:
         return FashionMNIST(root=args.data_dir, split=split)

@@ -1,0 +1,108 @@
+"""``HybridLinear``: a shift (or multiplicative) target linear layer reading the leading input features (eq. 4).
+
+The maths and notation are in :mod:`shiftaddaug_plugin.layers.hybrid`.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..functional.shift import shift_linear
+from ..modes import Mode
+from ..ops import Op, check_op_kwargs
+from .hybrid_conv import shift_config
+from .shift import ShiftLinear
+
+__all__ = ["HybridLinear"]
+
+
+class HybridLinear(nn.Linear):
+    """Classifier with a shift target part and multiplicative augmented inputs (ShiftAddAug eq. 4, docs/algorithms.md
+    §3).
+
+    ``in_features`` is the maximum width; outputs are not widened. ``Mode.TARGET``: ``Y = ShiftLinear(X)`` with
+    ``W[:, :I_t]`` and the bias; ``Mode.AUGMENTED``: ``Y = shift_linear(X[..., :I_t], W[:, :I_t], bias) +
+    linear(X[..., I_t:], W[:, I_t:I_in])`` (the bias belongs to the MF part). ``op='mult'`` or ``mf_enabled=False``
+    make the target part an ordinary linear layer. ``op_kwargs``: shift quantisation settings.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        target_in_features: int,
+        op: Op | str = Op.SHIFT,
+        op_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        kwargs = check_op_kwargs("HybridLinear", op, op_kwargs, linear=True)
+        op = Op.parse(op)
+        if not 1 <= target_in_features <= in_features:
+            raise ValueError(f"target_in_features={target_in_features} must lie in [1, in_features={in_features}]")
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        self._target_in = int(target_in_features)
+        self.op = op
+        self.op_kwargs = kwargs
+        self.quant_config = shift_config(kwargs) if op == "shift" else None
+        self.mf_enabled = True
+        self.mode = Mode.AUGMENTED
+
+    @property
+    def target_in_features(self) -> int:
+        """Input width of the target (exported) classifier."""
+        return self._target_in
+
+    def _mf(self, x_t: Tensor) -> Tensor:
+        w = self.weight[:, : self._target_in]
+        if not self.mf_enabled or self.op == "mult":
+            return F.linear(x_t, w, self.bias)
+        return shift_linear(x_t, w, self.bias, self.quant_config)
+
+    def forward(self, x: Tensor) -> Tensor:  # noqa: D102 - see class docstring
+        c_in = x.shape[-1]
+        if self.mode == Mode.TARGET:
+            if c_in != self._target_in:
+                raise ValueError(f"HybridLinear in TARGET mode expects {self._target_in} input features, got {c_in}")
+            return self._mf(x)
+        if not self._target_in <= c_in <= self.in_features:
+            raise ValueError(f"HybridLinear in AUGMENTED mode expects between target_in_features={self._target_in} "
+                             f"and in_features={self.in_features} input features, got {c_in}")
+        y = self._mf(x[..., : self._target_in])
+        if c_in > self._target_in:
+            y = y + F.linear(x[..., self._target_in:], self.weight[:, self._target_in: c_in])
+        return y
+
+    def export(self) -> nn.Module:
+        """New ``ShiftLinear`` (or ``nn.Linear`` for ``op='mult'`` / ``mf_enabled=False``) of ``target_in_features``
+        inputs with cloned weights; its output equals ``Mode.TARGET``."""
+        factory = dict(device=self.weight.device, dtype=self.weight.dtype)
+        with torch.no_grad():
+            if not self.mf_enabled or self.op == "mult":
+                out: nn.Linear = nn.Linear(self._target_in, self.out_features, self.bias is not None, **factory)
+            else:
+
+                out = ShiftLinear(self._target_in, self.out_features, self.bias is not None, **factory,
+                                  **self.op_kwargs)
+            out.weight.copy_(self.weight[:, : self._target_in].detach())
+            if self.bias is not None:
+                out.bias.copy_(self.bias.detach())
+        return out.train(self.training)
+
+    def fuse(self) -> nn.Module:
+        """timm ``reparameterize_model`` hook: returns :meth:`export`."""
+        return self.export()
+
+    def reparameterize(self) -> nn.Module:
+        """Alias of :meth:`export`."""
+        return self.export()
+
+    def extra_repr(self) -> str:
+        extra = ", ".join(f"{k}={v!r}" for k, v in self.op_kwargs.items())
+        return (f"{super().extra_repr()}, target_in_features={self._target_in}, op={self.op}"
+                f"{', ' + extra if extra else ''}, mf_enabled={self.mf_enabled}, mode={self.mode.value}")

@@ -1,0 +1,1 @@
+"""The pieces of tools/reproduce.py: plan (budgets, groups, runs), runs (subprocesses, resume), report (tables)."""
