@@ -31,17 +31,34 @@ Switchable layers are modules with an ``mf_enabled`` attribute whose ``op`` is n
 multiplicative by the conversion config, e.g. the stem conv, never switch). ``granularity='block'`` groups the
 layers of one block (their common parent module, e.g. timm's ``blocks.2.1``) so a block switches at once; layers
 directly under the root (stem, classifier) form their own unit.
+
+Heterogeneous weight sharing at the switch (ShiftAddAug eq. 5; docs/weight_sharing.md): before its switch an adder
+layer's target block ``W[:O_t, :I_t]`` is read by multiplication and trained as such (Gaussian, multiplicative
+scale). When the layer turns MF the adder reads that block, so with ``remap=True`` (default) the block is
+quantile-matched once, at the switch step, onto the adder's prior ``Laplace(0, b)``, ``b = adder_prior_std /
+sqrt(2)`` (the variance of AdderNet's ``N(0, adder_prior_std^2)`` initialisation): ``w <- F_Laplace^-1(Phi((w -
+mu) / sigma))`` with ``(mu, sigma)`` the Gaussian fit of the block. The map is monotone (every weight keeps its rank);
+first / second optimizer moments of the block are rescaled by ``b / sigma`` and its square. Which layers switch at
+``step`` is a function of the step alone (MF at ``step``, not at ``step - 1``), so a resumed run remaps exactly
+what the uninterrupted run did; a second ``apply`` of the same step does not remap again. Shift layers need no
+remap (power-of-two rounding reads multiplicative weights at their own scale); the shift-add's adder weight is only
+trained once MF, so it needs none either.
 """
 from __future__ import annotations
 
 import math
 from typing import Any, Sequence, TypeVar
 
+import torch
 from torch import nn
 
+from .convert.sort import SECOND_MOMENTS
+from .functional.distribution import gauss_scale, gauss_to_laplace_matched
+from .ops import Op
 from .protocol import is_switchable, unwrap
 
 __all__ = [
+    "remap_switched_adder",
     "UNITS",
     "GRANULARITIES",
     "switchable_layers",
@@ -145,12 +162,17 @@ class BlockVariantSchedule:
         unit: ``'epoch'`` or ``'iter'`` (iterations must be whole numbers; epochs may be fractional).
         granularity: ``'layer'`` (one hybrid layer at a time) or ``'block'`` (all layers of a block together).
 
-    The schedule holds no state besides its arguments: ``apply(step)`` after resuming reproduces the state of an
-    uninterrupted run.
+        remap: quantile-match an adder layer's target block onto the adder prior when it switches (module
+            docstring); ``False`` keeps the multiplicatively trained weights as they are (the ablation).
+        adder_prior_std: standard deviation of the AdderNet prior ``N(0, s^2)`` (the converter's
+            ``ConvertConfig.adder_init_std``), giving ``b = s / sqrt(2)``.
+
+    The schedule holds no state besides its arguments (and which step it last remapped, so a repeated ``apply`` of
+    one step is harmless): ``apply(step)`` after resuming reproduces the state of an uninterrupted run.
     """
 
     def __init__(self, model: nn.Module, start: float, end: float, unit: str = "epoch",
-                 granularity: str = "layer") -> None:
+                 granularity: str = "layer", *, remap: bool = True, adder_prior_std: float = 1.0) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"BlockVariantSchedule needs the converted nn.Module, got {type(model).__name__}")
         if unit not in UNITS:
@@ -162,6 +184,13 @@ class BlockVariantSchedule:
             raise ValueError(f"block-variant end={end!r} must be >= start={start!r} (end: step at which the whole "
                              "target is multiplication-free)")
         self.granularity = granularity
+        if not isinstance(remap, bool):
+            raise TypeError(f"block-variant remap={remap!r} must be a bool")
+        if not (isinstance(adder_prior_std, (int, float)) and math.isfinite(adder_prior_std) and adder_prior_std > 0):
+            raise ValueError(f"adder_prior_std={adder_prior_std!r} must be a positive number (AdderNet: 1.0)")
+        self.remap = remap
+        self.adder_prior_b = float(adder_prior_std) / math.sqrt(2.0)
+        self._remapped_at: dict[int, float] = {}  # id(model) -> last step whose switching layers were remapped
         self.model = unwrap(model)
         self.units = variant_units(self.model, granularity)
         if not self.units:
@@ -191,24 +220,58 @@ class BlockVariantSchedule:
         """Names of the layers that are MF at ``step`` (shallow prefix)."""
         return [name for unit in mf_layers_at(self.progress(step), self.units) for name, _ in unit]
 
-    def apply(self, step: float, model: nn.Module | None = None) -> int:
-        """Set ``mf_enabled`` of every switchable layer for ``step``; returns the number of MF units.
+    def switching_units(self, step: float) -> range:
+        """Indices of the units that turn MF at ``step`` (MF at ``step``, not at ``step - 1``)."""
+        return range(self.num_mf(step - 1) if step - 1 >= 0 else 0, self.num_mf(step))
+
+    def apply(self, step: float, model: nn.Module | None = None, *, optimizer: Any = None) -> int:
+        """Set ``mf_enabled`` of every switchable layer for ``step``; returns the number of MF units. With ``remap``
+        the adder layers switching at ``step`` get their target block remapped (once per model and step), and
+        ``optimizer``'s moments of those weights rescaled.
 
         ``model`` defaults to the scheduled model; pass an EMA copy (``ema.module``) to give it the same state. A
         different model must have the same switchable layer names."""
         count = self.num_mf(step)
+        target = self.model if model is None else unwrap(model)
         if model is None:
             units = self.units
         else:
-            units = variant_units(unwrap(model), self.granularity)
+            units = variant_units(target, self.granularity)
             if [[n for n, _ in u] for u in units] != self.unit_names():
                 raise ValueError("block-variant: the given model's switchable layers differ from the scheduled "
                                  "model's; pass a copy of the same converted model (e.g. the EMA copy)")
         for i, unit in enumerate(units):
             for _, layer in unit:
                 layer.mf_enabled = i < count
+        if self.remap and self._remapped_at.get(id(target)) != step:
+            self._remapped_at[id(target)] = step
+            for i in self.switching_units(step):
+                for _, layer in units[i]:
+                    remap_switched_adder(layer, self.adder_prior_b, optimizer)
         return count
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(start={self.start:g}, end={self.end:g}, unit={self.unit!r}, "
                 f"granularity={self.granularity!r}, units={self.num_units})")
+
+
+@torch.no_grad()
+def remap_switched_adder(layer: Any, b: float, optimizer: Any = None) -> int:
+    """Quantile-match the target block of a hybrid adder layer that has just turned MF onto ``Laplace(0, b)``
+    (module docstring). Returns the number of remapped weights (0 for other operators)."""
+    if getattr(layer, "op", None) is not Op.ADDER:
+        return 0
+    weight = layer.weight
+    o_t = layer.target_out_channels
+    block = (slice(0, o_t),) if layer.depthwise else (slice(0, o_t), slice(0, layer.target_in_channels))
+    values = weight.data[block]
+    if values.numel() < 2:
+        return 0
+    mu, sigma = gauss_scale(values)
+    weight.data[block] = gauss_to_laplace_matched(values, mu, sigma, 0.0, b)
+    ratio = b / sigma
+    state = optimizer.state.get(weight, {}) if optimizer is not None else {}
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value.shape == weight.shape:
+            value[block] *= ratio ** (2 if key in SECOND_MOMENTS else 1)
+    return int(values.numel())

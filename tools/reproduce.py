@@ -16,8 +16,11 @@ Experiment groups (``--only`` takes one or more, comma separated; ``--seeds`` ov
   target network with no augmented channel.
 * ``ablation-remap``: AddAug with heterogeneous weight sharing (eq. 5, ``ConvertConfig.remap=True``); "off" is
   the main table's AddAug (same seeds, same recipe).
-* ``ablation-block-variant``: ShiftAug / AddAug with ``--block-variant linear`` (docs/algorithms.md §6); "off" = main
-table.
+* ``ablation-block-variant``: ShiftAug / AddAug with ``--block-variant linear`` (docs/algorithms.md §6; "off" = main
+  table), and AddAug block-variant without the eq. 5 remap at the switch (``--no-block-variant-remap``).
+* ``ablation-sort-scope``: ShiftAug / AddAug sorting only the augmented channels (``--sort-scope augmented``; the
+  default sorts all mid channels into the target); ``ablation-sort-remap``: AddAug without the eq. 5 remap of
+  weights that cross an adder block at a sort (``--no-sort-remap``). Both pair with the main table's rows.
 * ``ablation-aug-dims``: ShiftAug with width augmentation only (expand list ``[1.0]``) and expand augmentation only
   (width list ``[1.0]``); "both" = main table's ShiftAug.
   (All ablations use MCUNet.)

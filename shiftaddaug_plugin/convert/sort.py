@@ -49,7 +49,7 @@ from .plan import ChannelGroup, planned_root
 __all__ = ["SortScope", "sort_channels", "mid_channel_importance", "adder_block_mask"]
 
 #: optimizer-state keys of second-moment buffers (rescaled by the squared scale ratio of a remapped entry)
-_SECOND_MOMENTS = ("exp_avg_sq", "max_exp_avg_sq", "square_avg", "sum")
+SECOND_MOMENTS = ("exp_avg_sq", "max_exp_avg_sq", "square_avg", "sum")
 
 
 class SortScope(ChoiceEnum):
@@ -155,7 +155,7 @@ def _permute_weight(module: nn.Module, tensor: Tensor, attr: str, dim: int, perm
     for key, value in (state or {}).items():
         if isinstance(value, Tensor) and value.shape == tensor.shape:
             value.copy_(value.index_select(dim, perm))
-            power = 2 if key in _SECOND_MOMENTS else 1
+            power = 2 if key in SECOND_MOMENTS else 1
             for where, ratio in moved:
                 value[where] *= ratio ** power
     return sum(int(where.sum()) for where, _ in moved)

@@ -34,6 +34,7 @@ from torch import nn
 from shiftaddaug_plugin.augment import AugSchedule, RecalibratedBN
 from shiftaddaug_plugin.block_variant import BlockVariantSchedule
 from shiftaddaug_plugin.convert import recalibrate_bn, sort_channels
+from shiftaddaug_plugin.convert.plan import PLAN_ATTR
 from shiftaddaug_plugin.convert.sort import SortScope
 from shiftaddaug_plugin.modes import Mode, set_mode
 from shiftaddaug_plugin.protocol import hybrid_modules, unwrap
@@ -142,6 +143,8 @@ class ShiftAddAugHook(Hook):
         sort_scope: ``'all'`` (default: the most important mid channels move into the target, paper/NetAug) or
             ``'augmented'`` (target channels stay; only augmented ones are sorted), see ``convert.sort``.
         sort_remap: quantile-match weights that cross an adder layer's target boundary at a sort (eq. 5).
+        block_variant_remap: quantile-match an adder layer's target weights onto the adder prior when block-variant
+            training turns it MF (eq. 5; ``False``: the ablation).
         block_variant_end: fraction of ``max_iters`` at which every target layer is multiplication-free; before it,
             layers switch from multiplicative to MF shallow to deep. ``None`` (default): MF from the start.
         recalib_images: number of training images whose batch statistics become the BN running statistics before
@@ -162,6 +165,7 @@ class ShiftAddAugHook(Hook):
         sort_interval: int | None = 1000,
         sort_scope: str = "all",
         sort_remap: bool = True,
+        block_variant_remap: bool = True,
         block_variant_end: float | None = None,
         recalib_images: int = 2000,
         recalib_batch_size: int | None = None,
@@ -180,6 +184,9 @@ class ShiftAddAugHook(Hook):
         if not isinstance(sort_remap, bool):
             raise TypeError(f"ShiftAddAugHook: sort_remap={sort_remap!r} must be a bool")
         self.sort_remap = sort_remap
+        if not isinstance(block_variant_remap, bool):
+            raise TypeError(f"ShiftAddAugHook: block_variant_remap={block_variant_remap!r} must be a bool")
+        self.block_variant_remap = block_variant_remap
         self.block_variant_end = _check_fraction("block_variant_end", block_variant_end, allow_none=True)
         if self.block_variant_end == 0.0:
             raise ValueError("ShiftAddAugHook: block_variant_end=0 means MF from the start; use None for that")
@@ -230,7 +237,7 @@ class ShiftAddAugHook(Hook):
     def settings(self) -> dict[str, Any]:
         """The schedule settings (stored in checkpoints to detect a changed schedule on resume)."""
         return dict(width_aug_end=self.width_aug_end, sort_interval=self.sort_interval, sort_scope=self.sort_scope,
-                    sort_remap=self.sort_remap,
+                    sort_remap=self.sort_remap, block_variant_remap=self.block_variant_remap,
                     block_variant_end=self.block_variant_end, recalib_images=self.recalib_images,
                     recalib_seed=self.recalib_seed)
 
@@ -252,7 +259,8 @@ class ShiftAddAugHook(Hook):
         model.aug_step = it
         model.width_aug_enabled = self.schedule(runner).width_aug(it)
         if self.block_variant_end is not None:
-            self._variant_schedule(runner, model).apply(it)
+            wrapper = getattr(runner, "optim_wrapper", None)
+            self._variant_schedule(runner, model).apply(it, optimizer=getattr(wrapper, "optimizer", None))
 
     def _variant_schedule(self, runner: Any, model: nn.Module) -> BlockVariantSchedule:
         """The block-variant schedule (docs/algorithms.md §6) of ``model``: target layers MF shallow -> deep over
@@ -262,7 +270,10 @@ class ShiftAddAugHook(Hook):
         schedule = self._variant
         if schedule is None or schedule.model is not model or schedule.end != end:
             try:
-                schedule = BlockVariantSchedule(model, start=0, end=end, unit="iter")
+                plan = getattr(model, PLAN_ATTR, None)
+                prior = (plan.config.adder_init_std if plan is not None else None) or 1.0
+                schedule = BlockVariantSchedule(model, start=0, end=end, unit="iter", remap=self.block_variant_remap,
+                                                adder_prior_std=prior)
             except ValueError as err:
                 raise ValueError(f"ShiftAddAugHook(block_variant_end={self.block_variant_end}): {err}; or set "
                                  "block_variant_end=None") from err

@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "deep")
     g.add_argument("--block-variant-end", type=float, default=0.5,
                    help="fraction of the epochs at which block-variant training has made every layer MF")
+    g.add_argument("--no-block-variant-remap", dest="block_variant_remap", action="store_false",
+                   help="block-variant: keep an adder layer's multiplicatively trained target weights as they are when "
+                        "it turns MF (default: quantile-match them onto the adder prior, eq. 5; the ablation)")
     g.add_argument("--remap-pretrain-steps", type=int, default=50,
                    help="heterogeneous weight sharing (eq. 5, model kwarg convert_kwargs={'remap': True}): Adam steps "
                         "pre-training each remap's FC on the target loss before training, after which the remaps are "

@@ -41,6 +41,7 @@ from shiftaddaug_plugin.convert import (
     sort_channels,
 )
 from shiftaddaug_plugin.convert.diagnostics import sort_diagnostics
+from shiftaddaug_plugin.convert.plan import PLAN_ATTR
 from shiftaddaug_plugin.cost import count_ops
 from shiftaddaug_plugin.sharing import pretrain_remap, remap_modules
 
@@ -123,13 +124,15 @@ def _has_bn(model: nn.Module) -> bool:
     return any(isinstance(m, _BatchNorm) and m.track_running_stats for m in model.modules())
 
 
-def _apply_block_variant(schedule: BlockVariantSchedule | None, model: nn.Module, epoch: int) -> int:
+def _apply_block_variant(schedule: BlockVariantSchedule | None, model: nn.Module, epoch: int,
+                         optimizer: Any = None) -> int:
     """``mf_enabled`` of ``model``'s switchable layers for ``epoch`` (docs/algorithms.md §6): ``--block-variant none``
     (``schedule`` None) -> all MF; ``linear`` -> the schedule's shallow prefix. ``model`` may be the scheduled model
-    or its EMA copy. Returns the number of MF layers."""
+    or its EMA copy; layers switching at ``epoch`` are remapped (eq. 5) unless ``--no-block-variant-remap``.
+    Returns the number of MF layers."""
     if schedule is None:
         return set_all_mf(model)
-    return schedule.apply(epoch, model)
+    return schedule.apply(epoch, model, optimizer=optimizer)
 
 
 def _recalibrate(model: nn.Module, loader: Any, device: torch.device) -> int:
@@ -233,7 +236,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                          "(op=mult?). Use --model-kwargs op=shift/adder/shiftadd or --block-variant none")
     # docs/algorithms.md §6: 'linear' turns the target MF shallow -> deep over epochs [0, schedule end]
     bv_end = schedule.block_variant_end_step
-    bv_schedule = (BlockVariantSchedule(model, start=0, end=bv_end, unit="epoch") if bv_end is not None else None)
+    plan = getattr(model, PLAN_ATTR, None)
+    prior_std = (plan.config.adder_init_std if plan is not None else None) or 1.0
+    bv_schedule = (BlockVariantSchedule(model, start=0, end=bv_end, unit="epoch", remap=args.block_variant_remap,
+                                        adder_prior_std=prior_std) if bv_end is not None else None)
 
     _prepare_remaps(model, args, data.train_loader, resuming=bool(args.resume), distributed=distributed,
                     log=log)
@@ -302,7 +308,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         t_epoch = time.perf_counter()
         plan = schedule.at(epoch)
         width_on = plan.width_aug
-        mf_layers = _apply_block_variant(bv_schedule, model, epoch)
+        mf_layers = _apply_block_variant(bv_schedule, model, epoch, optimizer)
         if ema is not None:
             _apply_block_variant(bv_schedule, ema.module, epoch)
         if plan.sort:  # after a training cycle, while width augmentation is on
@@ -402,7 +408,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with recalibrated(bare):  # the exported target carries the recalibrated statistics of the last evaluation
         if last_eval is None:  # a resumed run whose last epoch was already trained
             last_eval = evaluate(bare, data.eval_loader, device, distributed=distributed, amp_ctx=amp_ctx)
-        slim = export(bare) if getattr(bare, "_shiftaddaug_plan", None) is not None else copy.deepcopy(bare)
+        slim = export(bare) if getattr(bare, PLAN_ATTR, None) is not None else copy.deepcopy(bare)
     summary.update(eval_top1=last_eval["top1"], eval_loss=last_eval["loss"], eval_images=last_eval["count"])
     if main_proc:
         save_exported(out_dir, slim, rebuild_meta)

@@ -77,7 +77,9 @@ GROUPS: dict[str, tuple[str, str, tuple[RowSpec, ...]]] = {
         RowSpec("AddAug+remap", "adder", True, convert_kwargs=(("remap", True),)),)),
     "ablation-block-variant": ("cls", "shiftadd_mcunet", (
         RowSpec("ShiftAug+block-variant", "shift", True, extra=("--block-variant", "linear")),
-        RowSpec("AddAug+block-variant", "adder", True, extra=("--block-variant", "linear")))),
+        RowSpec("AddAug+block-variant", "adder", True, extra=("--block-variant", "linear")),
+        RowSpec("AddAug+block-variant no-remap", "adder", True,
+                extra=("--block-variant", "linear", "--no-block-variant-remap")))),
     "ablation-sort-scope": ("cls", "shiftadd_mcunet", (
         RowSpec("ShiftAug sort-augmented", "shift", True, extra=("--sort-scope", "augmented")),
         RowSpec("AddAug sort-augmented", "adder", True, extra=("--sort-scope", "augmented")))),

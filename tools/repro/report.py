@@ -77,6 +77,7 @@ PAIRS: tuple[tuple[str, str], ...] = (
     ("ShiftAug sort-augmented", "ShiftAug"), ("AddAug sort-augmented", "AddAug"),
     ("AddAug no-sort-remap", "AddAug"),
     ("ShiftAug+block-variant", "ShiftAug"), ("AddAug+block-variant", "AddAug"),
+    ("AddAug+block-variant", "AddAug+block-variant no-remap"),
     ("ShiftAug width-only", "ShiftAug"), ("ShiftAug expand-only", "ShiftAug"),
 )
 
