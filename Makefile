@@ -27,7 +27,7 @@ $(STAMP): $(CONSTRAINTS) setup.cfg pyproject.toml tools/build_mmcv.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c $(CONSTRAINTS) setuptools wheel torch torchvision timm mmengine numpy scipy \
-		matplotlib optuna ftfy regex pytest pytest-timeout
+		matplotlib optuna ftfy regex pytest pytest-timeout onnx onnxruntime
 	tools/build_mmcv.sh $(PY)
 	$(PIP) install -q -c $(CONSTRAINTS) mmsegmentation
 	$(PIP) install -q --no-deps --no-build-isolation -e .
@@ -40,7 +40,7 @@ $(CORE_STAMP): $(CONSTRAINTS) setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c $(CONSTRAINTS) setuptools wheel torch torchvision timm numpy scipy matplotlib optuna \
-		pytest pytest-timeout
+		pytest pytest-timeout onnx onnxruntime
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	touch $(CORE_STAMP)
 

@@ -1,0 +1,116 @@
+"""ONNX export of an exported multiplication-free target (docs/deploy.md).
+
+:func:`export_onnx` takes the slim network that :func:`shiftaddaug_plugin.convert.export` produced (a timm model or
+any ``nn.Module`` built from our MF layers), replaces every MF layer by its standard-op twin
+(:mod:`.onnx_layers`), traces it with ``torch.onnx.export`` (batch dimension dynamic) and writes the file atomically
+with metadata a hardware tool chain can read:
+
+* ``shiftaddaug.layers``: ``{layer name: operator}`` of every conv / linear layer (``shift``, ``adder``,
+  ``shiftadd``, ``mult``);
+* ``shiftaddaug.quantisation``: per shift layer its weight format (1 sign bit + shift bits, exponent range) and its
+  fixed-point input format (integer / fraction bits, rounding);
+* ``shiftaddaug.cost``: the cost model's totals of the network (multiplications, shifts, additions, energy).
+
+Batch norms stay separate ``BatchNormalization`` nodes (folding one into a shift conv would destroy its
+power-of-two weights); a deployment folds them into the following fixed-point requantisation.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..atomic import atomic_write
+from ..cost import count_ops
+from ..layers.adder import AdderConv2d
+from ..layers.shift import ShiftConv2d, ShiftLinear
+from ..layers.shiftadd import ShiftAddConv2d
+from ..protocol import hybrid_modules
+from .onnx_layers import onnx_twin
+
+__all__ = ["export_onnx", "onnx_ready", "layer_operators"]
+
+
+def layer_operators(model: nn.Module) -> dict[str, str]:
+    """``{name: operator}`` of every conv / linear layer of an exported target."""
+    ops: dict[str, str] = {}
+    for name, m in model.named_modules():
+        if type(m) is ShiftAddConv2d:
+            ops[name] = "shiftadd"
+        elif type(m) in (ShiftConv2d, ShiftLinear):
+            ops[name] = "shift"
+        elif type(m) is AdderConv2d and not name.endswith(".adder"):
+            ops[name] = "adder"
+        elif isinstance(m, (nn.Conv2d, nn.Linear)) and not name.endswith(".adder"):
+            ops[name] = "mult"
+    return ops
+
+
+def _quantisation(model: nn.Module) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, m in model.named_modules():
+        cfg = getattr(m, "quant_config", None)
+        if type(m) in (ShiftConv2d, ShiftLinear, ShiftAddConv2d) and cfg is not None:
+            out[name] = {"weight_bits": cfg.weight_bits, "exponent_range": [-(2 ** (cfg.weight_bits - 1) - 1), 0],
+                         "act_int_bits": cfg.act_int_bits, "act_frac_bits": cfg.act_frac_bits,
+                         "act_rounding": cfg.act_rounding, "quantize_input": cfg.quantize_input}
+    return out
+
+
+def onnx_ready(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every MF layer replaced by its standard-op twin, in eval mode. ``ValueError`` for a
+    hybrid (training) model: export it with ``shiftaddaug_plugin.convert.export`` first."""
+    hybrid = [name for name, _ in hybrid_modules(model)]
+    if hybrid:
+        raise ValueError(f"the model still has hybrid training layers ({', '.join(hybrid[:3])}...); export the "
+                         "multiplication-free target first: slim = shiftaddaug_plugin.convert.export(model), or load "
+                         "exported_target.pth written by shiftaddaug-train")
+    ready = copy.deepcopy(model).eval()
+    for parent in list(ready.modules()):
+        for child_name, child in list(parent.named_children()):
+            twin = onnx_twin(child)
+            if twin is not None:
+                setattr(parent, child_name, twin)
+    return ready
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike[str], example_input: torch.Tensor, *, opset: int = 17,
+                metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` (an exported MF target) as an ONNX file at ``path`` (module docstring); returns the path.
+
+    ``example_input``: one input batch of the right shape (its batch size does not matter: the batch dimension is
+    exported dynamic). ``metadata``: extra ``{key: JSON-able value}`` entries."""
+    import onnx
+
+    ready = onnx_ready(model)
+    buffer = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(ready, (example_input,), buffer, dynamo=False, opset_version=opset,  # type: ignore[arg-type]
+                          input_names=["input"], output_names=["output"],
+                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                          training=torch.onnx.TrainingMode.EVAL,
+                          do_constant_folding=False)  # folding would fuse BN into shift convs
+    proto = onnx.load_from_string(buffer.getvalue())
+    report = count_ops(model, tuple(example_input.shape[1:]))
+    props = {
+        "shiftaddaug.layers": layer_operators(model),
+        "shiftaddaug.quantisation": _quantisation(model),
+        "shiftaddaug.cost": {**report.totals(), "multiplicative_layers": report.multiplicative_layers},
+        **(metadata or {}),
+    }
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value, default=str)
+    onnx.checker.check_model(proto)
+    data = proto.SerializeToString()
+
+    def write(handle: Any) -> None:
+        handle.write(data)
+
+    return atomic_write(path, write, text=False)
