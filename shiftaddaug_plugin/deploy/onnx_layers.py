@@ -37,6 +37,17 @@ def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
+@torch.no_grad()
+def _shift_constants(layer: ShiftConv2d | ShiftLinear | ShiftAddConv2d) -> tuple[Tensor, Tensor | None]:
+    """The power-of-two weight ``sign * 2^p`` and the fixed-point bias the layer's float path computes with."""
+    cfg = layer.quant_config
+    weight = round_weight_to_power_of_two(layer.weight, cfg).detach().clone()
+    bias: Tensor | None = layer.bias
+    if bias is not None and cfg.quantize_input:
+        bias = quantize_input_fixed_point(bias, cfg)
+    return weight, None if bias is None else bias.detach().clone()
+
+
 class OnnxShiftConv2d(nn.Module):
     """``Conv`` with power-of-two weights behind the fixed-point input quantisation (a :class:`ShiftConv2d`)."""
 
@@ -54,12 +65,9 @@ class OnnxShiftConv2d(nn.Module):
         self.padding = _pair(layer.padding)  # type: ignore[arg-type]
         self.padding_mode = layer.padding_mode
         self.reversed_padding = layer._reversed_padding_repeated_twice
-        with torch.no_grad():
-            self.register_buffer("weight", round_weight_to_power_of_two(layer.weight, cfg).detach().clone())
-            b: Tensor | None = layer.bias
-            if b is not None and cfg.quantize_input:
-                b = quantize_input_fixed_point(b, cfg)
-            self.register_buffer("bias", None if b is None else b.detach().clone())
+        weight, bias = _shift_constants(layer)
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", bias)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.cfg.quantize_input:
@@ -81,12 +89,9 @@ class OnnxShiftLinear(nn.Module):
         super().__init__()
         cfg = layer.quant_config
         self.cfg = cfg
-        with torch.no_grad():
-            self.register_buffer("weight", round_weight_to_power_of_two(layer.weight, cfg).detach().clone())
-            b: Tensor | None = layer.bias
-            if b is not None and cfg.quantize_input:
-                b = quantize_input_fixed_point(b, cfg)
-            self.register_buffer("bias", None if b is None else b.detach().clone())
+        weight, bias = _shift_constants(layer)
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", bias)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.cfg.quantize_input:
