@@ -52,7 +52,6 @@ def generate_scenes(
     """
     from PIL import Image
 
-
     if osp.isfile(osp.join(out_dir, "meta.json")):
         return out_dir
     source = FashionMNIST(root=fmnist_root, split=_FMNIST_SPLIT[split], output="tensor")  # type: ignore[arg-type]

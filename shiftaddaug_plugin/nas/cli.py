@@ -130,7 +130,6 @@ def _ops(text: str | None) -> list[str] | None:
 def _train_supernet(args: argparse.Namespace) -> int:
     import torch
 
-
     space = _load_space(args.space)
     if args.ops is not None or args.base_op is not None:
         space = space.with_ops(_ops(args.ops) or space.op_choices, args.base_op)
@@ -158,7 +157,6 @@ def _train_supernet(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-
 
     supernet, meta = load_supernet(args.supernet)
     splits = load_fmnist_splits(int(meta["img_size"]), int(meta["train_images"]), int(meta["holdout_images"]),

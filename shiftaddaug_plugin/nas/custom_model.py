@@ -141,7 +141,6 @@ default_cfgs = generate_default_cfgs({"shiftadd_custom": _cfg()})
 def shiftadd_custom(pretrained: bool = False, arch: Any = None, **kwargs: Any) -> nn.Module:
     """A NAS-found architecture (module docstring). ``arch``: Arch / dict / JSON string / JSON file path."""
 
-
     if arch is None:
         raise ValueError("shiftadd_custom needs arch=<arch.json> (written by python -m shiftaddaug_plugin.nas.cli "
                          "search), e.g. --model-kwargs arch=runs/nas/arch.json")

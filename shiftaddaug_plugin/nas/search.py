@@ -113,7 +113,6 @@ class ArchEvaluator:
     def accuracy(self, model: nn.Module) -> float:
         """Held-out top-1 (%) after BN recalibration on the training slice."""
 
-
         batches = (xb for xb, _ in iterate_batches(self.recal_x, None, self.batch_size))
         recalibrate_bn(model, batches, self.recal_images)
         return evaluate_accuracy(model, self.holdout_x, self.holdout_y, self.batch_size)

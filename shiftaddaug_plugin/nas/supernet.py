@@ -330,7 +330,6 @@ def train_supernet(
     from timm.optim import create_optimizer_v2
     from timm.scheduler import CosineLRScheduler
 
-
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r} must be a positive int")

@@ -36,7 +36,6 @@ def build_model(args: argparse.Namespace, num_classes: int, input_size: tuple[in
     """
     import timm
 
-
     register_timm_models()
 
     kwargs = dict(args.model_kwargs)

@@ -135,7 +135,6 @@ def load_exported(path: str | os.PathLike[str], device: torch.device | str = "cp
     """
     import timm
 
-
     register_timm_models()
 
     weights = Path(path)

@@ -209,7 +209,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from timm.scheduler import create_scheduler_v2
     from timm.utils import init_distributed_device, random_seed
 
-
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     device = init_distributed_device(args)
