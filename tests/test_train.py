@@ -294,6 +294,32 @@ def test_nan_guard_stops_before_the_optimizer_step() -> None:
         assert torch.equal(p, b)
 
 
+def test_nan_guard_skips_up_to_max_nonfinite_steps_then_stops() -> None:
+    """``--max-nonfinite-steps 2``: the first two NaN batches are skipped (no update), the third stops the run; the
+    count spans epochs."""
+    from shiftaddaug_plugin.train.augtrain import NonFiniteLossError, ShiftAddAugTask, train_one_epoch
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    calls = {"n": 0}
+
+    def criterion(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        loss = nn.functional.cross_entropy(out, y)
+        return loss * float("nan") if calls["n"] in (2, 4, 5) else loss
+
+    task = ShiftAddAugTask(model, augment=False, criterion=criterion)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loader = [(torch.randn(2, 4), torch.tensor([0, 1])) for _ in range(3)]
+    logs: list[str] = []
+    _, updates = train_one_epoch(task, loader, opt, epoch=0, device=torch.device("cpu"), log=logs.append,
+                                 max_nonfinite=2)
+    assert updates == 2 and task.nonfinite_steps == 1 and sum("step skipped" in m for m in logs) == 1
+    with pytest.raises(NonFiniteLossError, match=r"non-finite step 3 \(--max-nonfinite-steps 2\)"):
+        train_one_epoch(task, loader, opt, epoch=1, device=torch.device("cpu"), num_updates=updates,
+                        log=logs.append, max_nonfinite=2)
+    assert sum("step skipped" in m for m in logs) == 2
+
+
 def test_joint_loss_is_target_plus_alpha_augmented() -> None:
     import timm
 

@@ -161,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "ignored, so a recipe's yaml can be reused as is)")
 
     g = p.add_argument_group("misc")
+    g.add_argument("--max-nonfinite-steps", type=int, default=0, metavar="N",
+                   help="skip up to N optimizer steps whose loss is NaN/inf, then stop (default 0: stop at the first)")
     g.add_argument("--amp", action="store_true", help="mixed precision (autocast)")
     g.add_argument("--amp-dtype", default="float16", choices=("float16", "bfloat16"), help="autocast dtype")
     g.add_argument("--model-ema", action="store_true", help="keep an EMA copy (timm ModelEmaV3)")
@@ -263,6 +265,7 @@ def validate_args(args: argparse.Namespace) -> None:
     _positive_int(args, "log_interval", minimum=0)
     _positive_int(args, "sort_interval", minimum=0)
     _positive_int(args, "warmup_epochs", minimum=0)
+    _positive_int(args, "max_nonfinite_steps", minimum=0)
     _fraction(args, "width_aug_stop")
     _fraction(args, "block_variant_end")
     if args.block_variant not in BLOCK_VARIANT_SCHEDULES:

@@ -72,6 +72,7 @@ class ShiftAddAugTask(ClassificationTask):
         self.sampler = sampler if sampler is not None else WidthSampler(0)
         self.width_aug = True
         self.step = 0
+        self.nonfinite_steps = 0  #: optimizer steps skipped for a non-finite loss so far
         if self.augment:
 
             get_plan(model)  # ValueError with the fix if the model is not converted
@@ -130,12 +131,14 @@ def train_one_epoch(
     distributed: bool = False,
     world_size: int = 1,
     log: Callable[[str], None] = print,
+    max_nonfinite: int = 0,
 ) -> tuple[dict[str, float], int]:
     """One epoch of joint-loss training. Returns ``(metrics, num_updates)``; metrics: ``loss_target``, ``loss_aug``,
     ``top1`` (target network on the training batches), ``images``, ``time``.
 
-    Raises :class:`NonFiniteLossError` (all ranks together: the check uses the all-reduced losses) before the
-    optimizer step of a non-finite loss, so the model and the last checkpoint stay intact."""
+    A non-finite loss skips its optimizer step; after more than ``max_nonfinite`` such steps in the run
+    (``task.nonfinite_steps``, all ranks together: the check uses the all-reduced losses) it raises
+    :class:`NonFiniteLossError` before the step, so the model and the last checkpoint stay intact."""
     task.train()
     total = len(loader)  # type: ignore[arg-type]
     sums = torch.zeros(4, dtype=torch.float64)  # loss_t * n, loss_a * n, correct, n
@@ -151,9 +154,17 @@ def train_one_epoch(
         losses = torch.stack([out["loss_target"].detach().float(), out["loss_aug"].detach().float()])
         global_losses = _all_reduce_sum(losses.clone(), distributed) / world_size
         if not bool(torch.isfinite(global_losses).all()):
+            task.nonfinite_steps += 1
+            if task.nonfinite_steps <= max_nonfinite:
+                log(f"  WARNING: non-finite loss at epoch {epoch} step {step} (target "
+                    f"{global_losses[0].item():.4g}); step skipped ({task.nonfinite_steps}/{max_nonfinite} allowed "
+                    "by --max-nonfinite-steps)")
+                optimizer.zero_grad(set_to_none=True)
+                continue
             raise NonFiniteLossError(
                 f"non-finite training loss at epoch {epoch} step {step}: target {global_losses[0].item():.4g}, "
-                f"augmented {global_losses[1].item():.4g} (averaged over ranks). Training stopped before the "
+                f"augmented {global_losses[1].item():.4g} (averaged over ranks), non-finite step "
+                f"{task.nonfinite_steps} (--max-nonfinite-steps {max_nonfinite}). Training stopped before the "
                 "optimizer step; the last checkpoint (last.pth.tar) is intact. Lower --lr, add --clip-grad, or check "
                 "the data normalisation")
         optimizer.zero_grad(set_to_none=True)

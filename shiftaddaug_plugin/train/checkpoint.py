@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 from pathlib import Path
 from typing import Any, Mapping
@@ -29,7 +30,7 @@ from ..atomic import atomic_write, atomic_write_text
 
 __all__ = [
     "atomic_save", "atomic_write_text", "to_plain", "load_checkpoint", "capture_rng_state", "restore_rng_state",
-    "save_exported", "load_exported", "EXPORTED_WEIGHTS", "EXPORTED_META",
+    "save_exported", "load_exported", "safe_load", "load_state", "EXPORTED_WEIGHTS", "EXPORTED_META",
 ]
 
 EXPORTED_WEIGHTS = "exported_target.pth"
@@ -71,13 +72,44 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
     atomic_write(path, lambda handle: torch.save(plain, handle))
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """``torch.load(path, map_location='cpu', weights_only=True)``; ``ValueError`` if the file is not a trainer
-    checkpoint (no ``epoch`` / ``state_dict``)."""
+def safe_load(path: str | os.PathLike[str], what: str, fix: str) -> Any:
+    """``torch.load(path, map_location='cpu', weights_only=True)`` with one clear ``ValueError`` per failure: a
+    missing file, a truncated or corrupted file, or a pickle holding Python objects (which ``weights_only`` refuses
+    without running them). ``what`` names the file's role, ``fix`` says what to pass instead."""
+    if not Path(path).is_file():
+        raise ValueError(f"{what} {path} does not exist; {fix}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ValueError(f"checkpoint {path} does not exist; pass <output>/last.pth.tar to --resume") from None
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        text = str(err)
+        lines = [ln.strip() for ln in text.split("WeightsUnpickler error:")[-1].splitlines() if ln.strip()]
+        objects = [ln for ln in lines if "GLOBAL" in ln.upper() and ("unsupported" in ln.lower()
+                                                                      or "blocked" in ln.lower())]
+        reason = (objects or lines or [text])[0][:200]
+        if not objects:  # no Python object in the pickle: garbage bytes
+            raise ValueError(f"{what} {path} is truncated or corrupted (not a torch checkpoint: {reason}); "
+                             f"{fix}") from None
+        raise ValueError(f"{what} {path} was refused: it holds Python objects, not only weights ({reason}); it was "
+                         f"not executed. Only load files you trust; {fix}") from None
+    except Exception as err:  # noqa: BLE001 - any failure to parse garbage bytes (EOFError, IndexError, zip errors)
+        raise ValueError(f"{what} {path} is truncated or corrupted ({type(err).__name__}: {str(err)[:120]}); "
+                         f"{fix}") from None
+
+
+def load_state(model: nn.Module, state: Mapping[str, Any], path: str | os.PathLike[str], fix: str) -> None:
+    """``model.load_state_dict(state, strict=True)`` with a ``ValueError`` naming the file when the weights belong
+    to another model or other model kwargs (missing / unexpected keys, other shapes)."""
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).split("\n\t")[1][:200] if "\n\t" in str(err) else str(err)[:200]
+        raise ValueError(f"{path} holds the weights of a different model ({first}); {fix}") from None
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """:func:`safe_load` of a trainer checkpoint; ``ValueError`` if the file is not one (no ``epoch`` /
+    ``state_dict``)."""
+    ckpt = safe_load(path, "checkpoint", "pass <output>/last.pth.tar of the run to --resume")
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "epoch" not in ckpt:
         raise ValueError(f"{path} is not a shiftaddaug-train checkpoint (expected keys 'epoch' and 'state_dict'); "
                          "resume from <output>/last.pth.tar")
@@ -153,6 +185,7 @@ def load_exported(path: str | os.PathLike[str], device: torch.device | str = "cp
         dense = timm.create_model(meta["model"], **common, **meta.get("model_kwargs", {}))
         config = ConvertConfig(**meta["convert_config"], aug_width_mult_list=[1.0], aug_expand_list=[1.0])
         model = export(convert(dense, config, example_input=torch.zeros(1, *meta["input_size"])))
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    model.load_state_dict(state, strict=True)
+    fix = "pass the exported_target.pth written by shiftaddaug-train together with its .json"
+    state = safe_load(weights, "exported model", fix)
+    load_state(model, state, weights, fix)
     return model.to(device).eval(), meta

@@ -63,6 +63,7 @@ from .checkpoint import (
     capture_rng_state,
     load_checkpoint,
     load_exported,
+    load_state,
     restore_rng_state,
     save_exported,
 )
@@ -218,14 +219,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sampler = WidthSampler(int(args.seed))  # widths of a step depend on (seed, step) only: same on every rank
     schedule = aug_schedule(args)
 
+    data = build_data(args, rank=rank, world_size=world)
+    model, rebuild_meta = build_model(args, data.num_classes, data.input_size)
+    ckpt: dict[str, Any] = {}
+    if args.resume:  # a bad --resume fails before anything is written into the output folder
+        ckpt = load_checkpoint(args.resume)
+        if ckpt.get("arch") != args.model:
+            raise ValueError(f"--resume {args.resume} holds a {ckpt.get('arch')!r} model, not --model {args.model!r}")
+        load_state(model, ckpt["state_dict"], args.resume,
+                   "resume with the same --model and --model-kwargs as the run that wrote it")
+
     out_dir = _output_dir(args)
     if main_proc:
         out_dir.mkdir(parents=True, exist_ok=True)
     log = _Logger(main_proc, out_dir / "log.txt")
     log(f"shiftaddaug-train: model {args.model} dataset {args.dataset} device {device} world_size {world} -> {out_dir}")
-
-    data = build_data(args, rank=rank, world_size=world)
-    model, rebuild_meta = build_model(args, data.num_classes, data.input_size)
     rebuild_meta.update(mean=list(data.mean), std=list(data.std), dataset=args.dataset)
     model.to(device)
     augment = not args.no_aug
@@ -265,10 +273,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     history: list[dict[str, Any]] = []
     best_top1, best_epoch = -1.0, -1
     if args.resume:
-        ckpt = load_checkpoint(args.resume)
-        if ckpt.get("arch") != args.model:
-            raise ValueError(f"--resume {args.resume} holds a {ckpt.get('arch')!r} model, not --model {args.model!r}")
-        model.load_state_dict(ckpt["state_dict"])
+        load_state(model, ckpt["state_dict"], args.resume,  # again: the remap preparation may have touched it
+                   "resume with the same --model and --model-kwargs as the run that wrote it")
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         if ema is not None:
@@ -330,12 +336,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 task, data.train_loader, optimizer, epoch=epoch, device=device, scheduler=scheduler,
                 sched_on_updates=args.sched_on_updates, num_updates=num_updates, amp_ctx=amp_ctx, scaler=scaler,
                 clip_grad=args.clip_grad, log_interval=args.log_interval, distributed=distributed, world_size=world,
-                log=log)
+                log=log, max_nonfinite=args.max_nonfinite_steps)
         except NonFiniteLossError as err:
             log(f"ERROR: {err}")
             raise
         if distributed:  # BN statistics of the last local forward differ per rank (DDP syncs them at forward)
             broadcast_buffers(unwrap(model))
+        bad = [n for n, t in unwrap(model).state_dict().items()
+               if t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:  # the losses stayed finite but the weights overflowed: never checkpoint them
+            err = NonFiniteLossError(
+                f"non-finite weights after epoch {epoch} ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}); "
+                "not saved: the last checkpoint (last.pth.tar) is intact. Lower --lr or add --clip-grad")
+            log(f"ERROR: {err}")
+            raise err
         lr = optimizer.param_groups[0]["lr"]
         row: dict[str, Any] = {
             "epoch": epoch, "train_loss_target": round(train_metrics["loss_target"], 6),
@@ -479,6 +493,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
     except (ValueError, FileNotFoundError) as err:
         print(f"shiftaddaug-train: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # disk full, read-only output: atomic writes left the previous files as they were
+        print(f"shiftaddaug-train: error: could not write into the output folder ({err}); free space or choose "
+              "another --output. Earlier checkpoints are intact (files are replaced atomically)", file=sys.stderr)
         return 2
     return 0
 
