@@ -189,3 +189,31 @@ def test_kill_minus_9_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path
     a = torch.load(tmp_path / "straight" / "exported_target.pth", weights_only=True)
     b = torch.load(killed / "exported_target.pth", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _tool(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_tool_{name}", REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.mmseg
+def test_mmseg_tools_refuse_malicious_and_corrupted_checkpoints(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pth"
+    torch.save({"state_dict": _Exploit(marker)}, evil)
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(os.urandom(2048))
+    test_tool = _tool("test_mmseg")
+    for path, message in ((evil, "was refused"), (broken, "truncated or corrupted")):
+        with pytest.raises(SystemExit, match=message):
+            test_tool.add_deploy_option(["config.py", str(path)])
+    config = REPO / "configs" / "mmseg" / "shiftaddaug_mobilenet-v2-tiny_fcn_1xb16-400it_fmnist-scenes-64x64.py"
+    export_tool = _tool("export_mmseg")
+    for path, message in ((evil, "was refused"), (broken, "truncated or corrupted")):
+        with pytest.raises(SystemExit, match=message):
+            export_tool.main([str(config), str(path)])
+    assert not marker.exists()

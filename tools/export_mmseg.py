@@ -48,7 +48,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
-    from mmengine.runner.checkpoint import _load_checkpoint
     from mmseg.registry import MODELS
 
     import shiftaddaug_plugin.mmseg_ext  # noqa: F401  (registrations)
@@ -61,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         save_exported,
     )
     from shiftaddaug_plugin.mmseg_ext.hook import build_recalib_loader, recalibrate_segmentor
+    from shiftaddaug_plugin.train.checkpoint import safe_load
 
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
@@ -69,7 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.model.get("type") != "ShiftAddAugEncoderDecoder" or cfg.model.get("deploy", False):
         raise SystemExit(f"{args.config}: model.type must be 'ShiftAddAugEncoderDecoder' (not deploy) to export")
     model = MODELS.build(cfg.model)
-    checkpoint = _load_checkpoint(args.checkpoint, map_location="cpu")
+    try:  # weights only: a checkpoint that holds Python objects is refused, never executed
+        checkpoint = safe_load(args.checkpoint, "checkpoint", "pass an mmengine training checkpoint "
+                               "(<work_dir>/iter_N.pth)")
+    except ValueError as err:
+        raise SystemExit(f"export_mmseg: error: {err}") from None
     if "state_dict" not in checkpoint:
         raise SystemExit(f"{args.checkpoint} has no 'state_dict'; pass an mmengine training checkpoint")
     model.load_state_dict(checkpoint["state_dict"], strict=True)

@@ -18,14 +18,17 @@ from _mmseg_tool import ensure_plugin_importable, run_mmseg_tool  # noqa: E402
 
 def add_deploy_option(argv: list[str]) -> list[str]:
     """``argv`` with ``model.deploy=True`` in ``--cfg-options`` when its checkpoint is an exported MF target."""
-    import torch
-
     from shiftaddaug_plugin.mmseg_ext.export import is_exported_checkpoint
+    from shiftaddaug_plugin.train.checkpoint import safe_load
 
     # mmseg's test.py takes CONFIG CHECKPOINT first
     if len(argv) < 2 or argv[1].startswith("-") or not osp.isfile(argv[1]):
         return argv
-    checkpoint = torch.load(argv[1], map_location="cpu", weights_only=False)
+    try:  # weights only: a checkpoint that holds Python objects is refused, never executed
+        checkpoint = safe_load(argv[1], "checkpoint", "pass an mmengine checkpoint or an exported MF target "
+                               "(tools/export_mmseg.py)")
+    except ValueError as err:
+        raise SystemExit(f"test_mmseg: error: {err}") from None
     if not is_exported_checkpoint(checkpoint):
         return argv
     argv = list(argv)
