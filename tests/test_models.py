@@ -392,3 +392,31 @@ def test_real_shift_variants_forward() -> None:
         assert hybrid(x).shape == (2, 10)
         assert [f.shape[1] for f in feats(x)] == feats.feature_info.channels() == [32, 112]
     assert sum(p.numel() for p in hybrid.parameters()) > sum(p.numel() for p in slim.parameters())
+
+
+def _plugin_models() -> list[str]:
+    import shiftaddaug_plugin
+
+    shiftaddaug_plugin.register_timm_models()
+    return sorted(n for n in timm.list_models("shiftadd_*"))
+
+
+@pytest.mark.parametrize("name", _plugin_models())
+@pytest.mark.parametrize("op", ["mult", "shift"])
+def test_every_registered_model_builds_runs_and_is_priced(name: str, op: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every timm entry point the plugin registers, ``shiftadd_custom`` (a NAS arch) included."""
+    from shiftaddaug_plugin.cost import count_ops
+    from shiftaddaug_plugin.nas.space import SPACE_PRESETS
+
+    monkeypatch.setenv("SHIFTADDAUG_ADDER_BACKEND", "eager")
+    kwargs: dict[str, Any] = {"op": op}
+    if name == "shiftadd_custom":
+        space = next(iter(SPACE_PRESETS.values()))
+        kwargs["arch"] = space.min_arch().to_dict()
+    model = timm.create_model(name, num_classes=5, in_chans=1, **kwargs).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 1, 32, 32))
+    assert out.shape == (2, 5) and torch.isfinite(out).all()
+    report = count_ops(model, (1, 32, 32))
+    assert report.uncounted == [] and report.macs > 0
+    assert (report.totals()["shifts"] > 0) == (op == "shift")
