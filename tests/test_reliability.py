@@ -217,3 +217,25 @@ def test_mmseg_tools_refuse_malicious_and_corrupted_checkpoints(tmp_path: Path) 
         with pytest.raises(SystemExit, match=message):
             export_tool.main([str(config), str(path)])
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--model", "nonexistent_model"], "Unknown model"),
+    (["--model-kwargs", "op=conv"], "unknown op 'conv'; use one of"),
+    (["--model-kwargs", "width_mult=0"], "width_mult=0 must be > 0"),
+    (["--aug-expand-list", "0.5", "1.0"], "multipliers must be"),
+    (["-b", "0"], "--batch-size=0"),
+    (["--epochs", "0"], "--epochs=0"),
+    (["--no-aug", "--aug-width-mult-list", "1.0", "2.0"], "only apply to augmentation training"),
+    (["--amp", "--device", "cpu"], "--amp with float16 needs a CUDA device"),
+    (["--max-nonfinite-steps", "-1"], "--max-nonfinite-steps=-1"),
+    (["--data-dir", "/nonexistent/fmnist"], "apt-get install dataset-fashion-mnist"),
+])
+def test_bad_arguments_give_one_clear_error(extra: list[str], message: str, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--dataset", "fashion_mnist", "--train-subset", "32", "--val-subset", "16", "-b", "16", "--epochs", "1",
+            "--workers", "0", "--output", str(tmp_path), "--experiment", "bad", *extra]
+    assert _main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    assert not (tmp_path / "bad" / "last.pth.tar").exists()

@@ -213,6 +213,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     device = init_distributed_device(args)
+    if args.amp and device.type == "cpu" and args.amp_dtype == "float16":
+        raise ValueError("--amp with float16 needs a CUDA device (CPU autocast runs float16 convolutions slower than "
+                         "float32); drop --amp on CPU or use --amp-dtype bfloat16")
     distributed, rank, world = bool(args.distributed), int(args.rank), int(args.world_size)
     main_proc = rank == 0
     random_seed(args.seed, rank)
