@@ -226,7 +226,6 @@ def test_mmseg_tools_refuse_malicious_and_corrupted_checkpoints(tmp_path: Path) 
     (["--aug-expand-list", "0.5", "1.0"], "multipliers must be"),
     (["-b", "0"], "--batch-size=0"),
     (["--epochs", "0"], "--epochs=0"),
-    (["--no-aug", "--aug-width-mult-list", "1.0", "2.0"], "only apply to augmentation training"),
     (["--amp", "--device", "cpu"], "--amp with float16 needs a CUDA device"),
     (["--max-nonfinite-steps", "-1"], "--max-nonfinite-steps=-1"),
     (["--data-dir", "/nonexistent/fmnist"], "apt-get install dataset-fashion-mnist"),

@@ -266,11 +266,6 @@ def validate_args(args: argparse.Namespace) -> None:
     _positive_int(args, "sort_interval", minimum=0)
     _positive_int(args, "warmup_epochs", minimum=0)
     _positive_int(args, "max_nonfinite_steps", minimum=0)
-    if args.no_aug:
-        given = [f"--{n.replace('_', '-')}" for n in ("aug_width_mult_list", "aug_expand_list")
-                 if getattr(args, n) is not None]
-        if given:
-            raise ValueError(f"{' and '.join(given)} only apply to augmentation training; drop them or drop --no-aug")
     _fraction(args, "width_aug_stop")
     _fraction(args, "block_variant_end")
     if args.block_variant not in BLOCK_VARIANT_SCHEDULES:
