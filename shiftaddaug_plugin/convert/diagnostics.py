@@ -27,7 +27,7 @@ from .sort import SortScope, sort_channels
 __all__ = ["mf_read_stats", "sort_diagnostics"]
 
 
-def _read_weight(layer: nn.Module) -> Tensor | None:
+def _read_weight(layer: Any) -> Tensor | None:  # a hybrid conv / linear (duck-typed)
     if getattr(layer, "op", "mult") == "mult" or not getattr(layer, "mf_enabled", False) or not hasattr(layer,
                                                                                                          "depthwise"):
         return None

@@ -48,7 +48,7 @@ class HybridLinear(nn.Linear):
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         self._target_in = int(target_in_features)
         self.op = op
-        self.op_kwargs = kwargs
+        self.op_kwargs: dict[str, Any] = kwargs
         self.quant_config = shift_config(kwargs) if op == "shift" else None
         self.mf_enabled = True
         self.mode = Mode.AUGMENTED
@@ -81,7 +81,7 @@ class HybridLinear(nn.Linear):
     def export(self) -> nn.Module:
         """New ``ShiftLinear`` (or ``nn.Linear`` for ``op='mult'`` / ``mf_enabled=False``) of ``target_in_features``
         inputs with cloned weights; its output equals ``Mode.TARGET``."""
-        factory = dict(device=self.weight.device, dtype=self.weight.dtype)
+        factory: dict[str, Any] = dict(device=self.weight.device, dtype=self.weight.dtype)
         with torch.no_grad():
             if not self.mf_enabled or self.op == "mult":
                 out: nn.Linear = nn.Linear(self._target_in, self.out_features, self.bias is not None, **factory)

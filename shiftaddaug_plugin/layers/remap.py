@@ -70,6 +70,7 @@ class WeightRemap(nn.Module):
                 self.fc.bias.zero_()
         else:
             self.fc = None
+        self.frozen_flag: Tensor
         self.register_buffer("frozen_flag", torch.tensor(False, device=device), persistent=True)
 
     @property

@@ -125,7 +125,8 @@ class FashionMNISTScenesDataset(BaseSegDataset):
             raise ValueError("data_root=None: give a folder for the generated scenes (e.g. 'data/fmnist_scenes')")
         self.split = split
         self.scene_config = SceneConfig(image_size=image_size, max_objects=max_objects,
-                                        scale_range=tuple(scale_range), alpha_threshold=alpha_threshold)
+                                        scale_range=(float(scale_range[0]), float(scale_range[1])),
+                                        alpha_threshold=alpha_threshold)
         self.seed = int(seed)
         self.num_images = num_images
         key = _scene_key(self.scene_config, self.seed, num_images, split)

@@ -170,8 +170,9 @@ class ShiftAddAugEncoderDecoder(EncoderDecoder):
         """The backbone, neck and heads as one module (sharing this model's sub-modules), carrying the conversion
         plan (layer names relative to it equal those relative to the segmentor)."""
 
-        parts = SegmentorParts(self.backbone, getattr(self, "neck", None), self.decode_head,
-                               getattr(self, "auxiliary_head", None))
+        modules: Any = (self.backbone, getattr(self, "neck", None), self.decode_head,
+                        getattr(self, "auxiliary_head", None))
+        parts = SegmentorParts(*modules)
         plan = getattr(self, PLAN_ATTR, None)
         if plan is not None:
             setattr(parts, PLAN_ATTR, plan)

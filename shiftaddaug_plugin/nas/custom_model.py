@@ -155,7 +155,8 @@ def shiftadd_custom(pretrained: bool = False, arch: Any = None, **kwargs: Any) -
     # parse_variant_kwargs reads only the two default augmentation lists from its arch argument
     defaults = SimpleNamespace(aug_width_mult_list=DEFAULT_AUG_WIDTH_MULT_LIST,
                                aug_expand_list=DEFAULT_AUG_EXPAND_LIST)
-    variant = dataclasses.replace(parse_variant_kwargs(kwargs, defaults), convert_kwargs=dict(convert_kwargs))
+    variant = dataclasses.replace(parse_variant_kwargs(kwargs, defaults),  # type: ignore[arg-type]  # duck-typed
+                                  convert_kwargs=dict(convert_kwargs))
     if variant.width_mult != 1.0:
         raise ValueError("shiftadd_custom: width_mult does not apply (the arch fixes every width); drop it")
     built = deep if selection is None or variant.aug else selection.target_arch(deep)

@@ -436,7 +436,7 @@ class SearchSpace:
         choices = self.param_choices()
         out: dict[str, Any] = {}
         for i, stage in enumerate(arch.stages):
-            values = {f"s{i}_d": stage.depth, f"s{i}_w": stage.out_chs}
+            values: dict[str, Any] = {f"s{i}_d": stage.depth, f"s{i}_w": stage.out_chs}
             for j in range(self.max_depth):
                 b = stage.blocks[min(j, stage.depth - 1)]
                 values.update({f"s{i}_b{j}_k": b.kernel, f"s{i}_b{j}_e": b.expand, f"s{i}_b{j}_op": b.op})

@@ -151,7 +151,7 @@ def _fmnist_transforms(args: argparse.Namespace, input_size: tuple[int, int, int
 def _load_fmnist(args: argparse.Namespace, split: str) -> Dataset:
 
     try:
-        return FashionMNIST(root=args.data_dir, split=split)
+        return FashionMNIST(root=args.data_dir, split="test" if split == "test" else "train")
     except FileNotFoundError as err:
         raise FileNotFoundError(
             f"--dataset fashion_mnist: {err}. On Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist "
@@ -236,7 +236,7 @@ def build_data(args: argparse.Namespace, *, rank: int = 0, world_size: int = 1) 
     workers = int(args.workers)
     loader_kw: dict[str, Any] = dict(num_workers=workers, worker_init_fn=_worker_init if workers else None,
                                      persistent_workers=False, pin_memory=False)
-    sampler = None
+    sampler: Any = None
     if world_size > 1:
         sampler = torch.utils.data.distributed.DistributedSampler(
             train_ds, num_replicas=world_size, rank=rank, shuffle=True, seed=args.seed, drop_last=True)
