@@ -18,7 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..functional.shift import ShiftQuantConfig, quantize_input_fixed_point, round_weight_to_power_of_two
+from ..functional.shift import (
+    ShiftQuantConfig,
+    _fixed_point_scaled,
+    quantize_input_fixed_point,
+    round_weight_to_power_of_two,
+)
 from ..layers.adder import AdderConv2d
 from ..layers.shift import ShiftConv2d, ShiftLinear
 from ..layers.shiftadd import ShiftAddConv2d
@@ -28,9 +33,7 @@ __all__ = ["OnnxShiftConv2d", "OnnxShiftLinear", "OnnxAdderConv2d", "onnx_twin",
 
 def fixed_point(x: Tensor, cfg: ShiftQuantConfig) -> Tensor:
     """The fixed-point input quantiser in exportable ops (equal to ``quantize_input_fixed_point`` in value)."""
-    scaled = x * (2.0 ** cfg.act_frac_bits)
-    scaled = torch.floor(scaled) if cfg.act_rounding == "floor" else torch.round(scaled)
-    return torch.clamp(scaled * (2.0 ** -cfg.act_frac_bits), cfg.act_min, cfg.act_max)
+    return torch.clamp(_fixed_point_scaled(x, cfg) * (2.0 ** -cfg.act_frac_bits), cfg.act_min, cfg.act_max)
 
 
 def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
