@@ -5,7 +5,8 @@ Usage::
     .venv/bin/python benchmarks/ops.py [--quick] [--json out.json] [--repeats R] [--batch B]
 
 For each layer shape (batch 64, 32x32 inputs: pointwise 32-96 channels, depthwise 3x3 32-192 channels incl.
-stride 2, dense 3x3 16-64 channels) it measures, in one process with ``torch.set_num_threads(2)``:
+stride 2, dense 3x3 16-64 channels; plus the late-stage shapes at 8x8 ... 1x1, named ``@HxW``) it
+measures, in one process with ``torch.set_num_threads(2)``:
 
 * time: one forward + backward (input and weight gradients) per call; the operators are run *alternately*
   (conv, adder, shift, conv, adder, shift, ...) after a warm-up, so machine-load drift hits all of them alike;
@@ -58,10 +59,14 @@ class LayerShape:
     k: int
     stride: int
     groups: int
+    size: Optional[int] = None  # input height = width; None: the --size argument (32)
 
     @property
     def padding(self) -> int:
         return self.k // 2
+
+    def input_size(self, default: int) -> int:
+        return self.size if self.size is not None else default
 
 
 SHAPES: List[LayerShape] = [
@@ -77,8 +82,16 @@ SHAPES: List[LayerShape] = [
     LayerShape("conv3x3 32->32", "dense", 32, 32, 3, 1, 1),
     LayerShape("conv3x3 64->64", "dense", 64, 64, 3, 1, 1),
     LayerShape("conv3x3 3->16 s2", "dense", 3, 16, 3, 2, 1),
+    # late-stage shapes of MCUNet / MobileNetV2-Tiny at 32 px input (stride 8 ... 32): few pixels, many channels,
+    # next to the global pool; here per-call overhead, not arithmetic, decides the ratio to conv
+    LayerShape("dw3x3 192 @8x8", "depthwise", 192, 192, 3, 1, 192, 8),
+    LayerShape("pw 96->576 @4x4", "pointwise", 96, 576, 1, 1, 1, 4),
+    LayerShape("dw3x3 576 @4x4", "depthwise", 576, 576, 3, 1, 576, 4),
+    LayerShape("pw 480->160 @2x2", "pointwise", 480, 160, 1, 1, 1, 2),
+    LayerShape("dw3x3 480 s2 @2x2", "depthwise", 480, 480, 3, 2, 480, 2),
+    LayerShape("pw 320->1280 @1x1", "pointwise", 320, 1280, 1, 1, 1, 1),
 ]
-QUICK = ["pw 32->96", "dw3x3 96", "dw3x3 96 s2", "conv3x3 32->32"]
+QUICK = ["pw 32->96", "dw3x3 96", "dw3x3 96 s2", "conv3x3 32->32", "dw3x3 576 @4x4", "pw 320->1280 @1x1"]
 
 TIME_TARGET = {"depthwise": 1.5, "pointwise": 4.0, "dense": 5.0}
 SHIFT_TARGET = 1.3
@@ -145,6 +158,7 @@ def bench_shape(shape: LayerShape, batch: int, size: int, repeats: int, shift_cl
         with torch.no_grad():
             shift.weight.copy_(conv.weight)
         ops["shift"] = shift
+    size = shape.input_size(size)
     x = torch.randn(batch, shape.cin, size, size, requires_grad=True)
     with torch.no_grad():
         out_shape = conv(x).shape
@@ -217,7 +231,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--shape", action="append", default=None, metavar="NAME",
+                        help="only this layer shape (repeatable), e.g. --shape 'pw 320->1280 @1x1'")
     args = parser.parse_args(argv)
+    known = [s.name for s in SHAPES]
+    unknown = [name for name in args.shape or [] if name not in known]
+    if unknown:
+        parser.error(f"unknown --shape {unknown}; choose from {known}")
     if args.batch < 1 or args.size < 4 or args.threads < 1:
         parser.error("--batch, --threads must be >= 1 and --size >= 4")
     repeats = args.repeats if args.repeats is not None else (5 if args.quick else 15)
@@ -225,7 +245,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("--repeats must be >= 1")
     torch.set_num_threads(args.threads)
     shift_cls = _load_shift_conv()
-    shapes = [s for s in SHAPES if not args.quick or s.name in QUICK]
+    shapes = [s for s in SHAPES if (not args.quick or s.name in QUICK) and (not args.shape or s.name in args.shape)]
     backend = adder_functional.resolve_backend()
     print(f"# AdderConv2d / ShiftConv2d vs F.conv2d, fwd+bwd, batch {args.batch}, {args.size}x{args.size}, "
           f"{args.threads} threads, median of {repeats} alternating rounds; adder backend: {backend}")
