@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 CORE_STAMP := $(VENV)/.shiftaddaug-core-installed
 LINT_STAMP := $(VENV)/.shiftaddaug-lint-installed
 
-.PHONY: all setup setup-core test test-core test-fast lint demo bench dataset clean
+.PHONY: all setup setup-core seg-data test test-core test-fast lint demo bench dataset clean
 
 all: test
 
@@ -30,6 +30,7 @@ $(STAMP): $(CONSTRAINTS) setup.cfg pyproject.toml tools/build_mmcv.sh
 		matplotlib optuna ftfy regex pytest pytest-timeout onnx onnxruntime
 	tools/build_mmcv.sh $(PY)
 	$(PIP) install -q -c $(CONSTRAINTS) mmsegmentation
+	$(MAKE) --no-print-directory seg-data
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	$(PY) -c "import mmcv.ops, mmseg, timm, shiftaddaug_plugin; print('[setup] OK: mmcv', mmcv.__version__, 'mmseg', mmseg.__version__, 'timm', timm.__version__)"
 	touch $(STAMP)
@@ -45,6 +46,13 @@ $(CORE_STAMP): $(CONSTRAINTS) setup.cfg pyproject.toml
 	touch $(CORE_STAMP)
 
 setup-core: $(CORE_STAMP) dataset
+
+# the wheels that ship the real segmentation data (docs/segmentation.md): nilearn (MNI152 template + tissue maps)
+# and stardist (nuclei image + mask) only for their files (--no-deps: no scikit-learn / TensorFlow), read with
+# nibabel and tifffile
+seg-data:
+	$(PIP) install -q -c $(CONSTRAINTS) nibabel tifffile
+	$(PIP) install -q --no-deps -c $(CONSTRAINTS) nilearn stardist
 
 $(LINT_STAMP): $(CONSTRAINTS) $(CORE_STAMP)
 	$(PIP) install -q -c $(CONSTRAINTS) ruff mypy import-linter

@@ -132,6 +132,40 @@ def test_seg_command_baseline_and_status(tmp_path: Path) -> None:
     assert rp.collect_results([seg["Add"]], tmp_path)[0]["metric"] == pytest.approx(41.5)
 
 
+def test_seg_real_data_commands_test_eval_and_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """seg-brain: the dataset's own splits (no num_images), val chooses, test reports through test_mmseg.py."""
+    plan = rp.expand_plan(["seg-brain"], SMALL, seeds=[0], rows=["Shift", "ShiftAug"])
+    by_row = {r.row: r for r in plan}
+    cmd = rp.build_command(by_row["ShiftAug"], SMALL, tmp_path)
+    assert str(rp.runs.SEG_CONFIGS["mbv2_tiny_fcn_brain"]) in cmd and not any("num_images" in c for c in cmd)
+    test_cmd = rp.runs.seg_test_command(by_row["ShiftAug"], SMALL, tmp_path)
+    assert test_cmd[1].endswith("test_mmseg.py") and test_cmd[3].endswith(f"iter_{SMALL.seg_iters}_mf_target.pth")
+    log = "Iter(test) [2/2]  aAcc: 90.0  mIoU: 12.50  mAcc: 1\nlast  mIoU: 70.25  mAcc: 80"
+    assert rp.runs.parse_miou(log) == 70.25
+    assert rp.runs.parse_miou("no metric") is None
+    for spec, (val, wall) in zip(plan, ((60.0, 100.0), (61.5, 200.0))):
+        out = tmp_path / spec.name / "20260101_000000" / "vis_data"
+        out.mkdir(parents=True)
+        out.joinpath("scalars.json").write_text(json.dumps({"mIoU": val, "step": SMALL.seg_iters}) + "\n")
+        rp._finalize(spec, tmp_path, 0, wall)
+    test_miou = {by_row["Shift"].name: 55.0, by_row["ShiftAug"].name: 57.25}
+
+    def fake_run(cmd: list[str], **kwargs: Any) -> Any:
+        name = Path(cmd[3]).parent.name
+        return dataclasses.make_dataclass("Done", ["returncode", "stdout", "stderr"])(
+            0, f"Iter(test) [2/2]  aAcc: 90.0  mIoU: {test_miou[name]:.2f}  mAcc: 1.0\n", "")
+
+    monkeypatch.setattr(rp.runs.subprocess, "run", fake_run)
+    assert rp.run_test_evals(plan, SMALL, tmp_path, log=lambda s: None) == 2
+    records = rp.collect_results(plan, tmp_path, test_eval=True)
+    assert [(r["metric"], r["holdout_miou"], r["train_time_s"]) for r in records] == [
+        (55.0, 60.0, 100.0), (57.25, 61.5, 200.0)]
+    rp.write_reports(plan, tmp_path, tmp_path / "res", "small", plot=False, test_eval=True)
+    md = (tmp_path / "res" / "results_test.md").read_text()
+    assert "Segmentation budget `small`: 300 iterations of batch 8" in md and "train_subset" not in md
+    assert "| ShiftAug | 57.25 ± 0.00 | 1 | 57.25 | 200 |" in md and "| seg-brain | ShiftAug - Shift | +2.25 |" in md
+
+
 # ------------------------------------------------------------------------------------------------ execution
 def test_execute_skips_finished_runs_and_resumes(tmp_path: Path) -> None:
     plan = _plan()

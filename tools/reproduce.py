@@ -27,6 +27,12 @@ Experiment groups (``--only`` takes one or more, comma separated; ``--seeds`` ov
 * ``seg``: MMSegmentation on the embedded Fashion-MNIST scenes (64 x 64, 11 classes), MobileNetV2-Tiny + FCN:
   Mult, Shift, ShiftAug, Add, AddAug, reported as mIoU (validation split after BN recalibration). Needs mmcv with
   compiled ops and mmsegmentation.
+* ``seg-brain`` / ``seg-nuclei``: the same rows on real offline data (docs/segmentation.md): brain MRI tissue
+  (MNI152 template of the nilearn wheel, 3 classes, 96 x 80 px, output stride 4) and nuclei (stardist wheel,
+  2 classes, 64 x 64 px tiles). These datasets have their own splits: the mIoU of each run is that of its exported
+  MF target on the 'val' split (``--split holdout``: choosing settings), and ``--test-eval`` evaluates it on the
+  'test' split with ``tools/test_mmseg.py`` (reporting). The budget sets the iterations; the number of images is
+  the dataset's. Seeds: ``--seeds`` (the presets run one segmentation seed).
 
 Budget presets (``--budget``), identical for every row, so rows differ only in the operator / augmentation:
 
@@ -128,13 +134,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for spec in plan:
             print(f"{run_status(spec, runs_dir):>9}  {spec.group:<24} {spec.name}")
         return 0
-    if "seg" in groups and not args.report_only:
+    if any(g.startswith("seg") for g in groups) and not args.report_only:
         try:
             import mmcv.ops  # noqa: F401
             import mmseg  # noqa: F401
         except ImportError as err:
-            print(f"reproduce: error: the 'seg' group needs mmcv (with ops) and mmsegmentation ({err}); install "
-                  "shiftaddaug_plugin[mmseg] or leave 'seg' out of --only", file=sys.stderr)
+            print(f"reproduce: error: the segmentation groups need mmcv (with ops) and mmsegmentation ({err}); install "
+                  "shiftaddaug_plugin[mmseg] or leave the seg* groups out of --only", file=sys.stderr)
             return 2
     summary: dict[str, Any] = {}
     if not args.report_only:

@@ -1,5 +1,6 @@
 """Offline datasets (docs/ARCHITECTURE.md). Light: numpy/torch only (PIL on first image access); no timm/mmseg
-import."""
+import. The segmentation data (``brain_mri``, ``nuclei``, their atomic cache ``seg_cache``; docs/segmentation.md)
+is imported from its own modules; its readers (nibabel, tifffile) load only when a split is prepared."""
 from __future__ import annotations
 
 from .fashion_mnist import (

@@ -5,7 +5,8 @@ Importing this package (what ``custom_imports = dict(imports=['shiftaddaug_plugi
 * our operators in mmengine's root ``MODELS`` (``conv_cfg=dict(type='ShiftConv2d' | 'AdderConv2d' | ...)``),
 * the timm models (``TIMMBackbone`` with ``model_name='shiftadd_mcunet'`` ...),
 * ``ShiftAddAugEncoderDecoder`` (mmseg ``MODELS``), ``ShiftAddAugHook`` (``HOOKS``),
-* ``FashionMNISTScenesDataset`` (``DATASETS``), the offline segmentation dataset.
+* ``FashionMNISTScenesDataset``, ``BrainMRITissueDataset``, ``NucleiDataset`` (``DATASETS``), the offline
+  segmentation datasets (docs/segmentation.md).
 
 It needs mmcv (with compiled ops) and mmsegmentation: ``pip install 'shiftaddaug_plugin[mmseg]'``.
 """
@@ -33,6 +34,7 @@ from .export import (  # noqa: E402
     save_exported,
 )
 from .hook import ShiftAddAugHook  # noqa: E402
+from .prepared_datasets import BrainMRITissueDataset, NucleiDataset  # noqa: E402
 from .scenes import SCENE_CLASSES, SceneConfig, compose_scene  # noqa: E402
 from .segmentor import ShiftAddAugEncoderDecoder  # noqa: E402
 
@@ -40,6 +42,8 @@ register_timm_models()  # shiftadd_* timm models for TIMMBackbone
 register_mmengine_modules()
 
 __all__ = [
+    "BrainMRITissueDataset",
+    "NucleiDataset",
     "EXPORT_FORMAT",
     "FashionMNISTScenesDataset",
     "SCENE_CLASSES",

@@ -89,10 +89,13 @@ GROUPS: dict[str, tuple[str, str, tuple[RowSpec, ...]]] = {
         RowSpec("ShiftAug width-only", "shift", True, extra=("--aug-expand-list", "1.0")),
         RowSpec("ShiftAug expand-only", "shift", True, extra=("--aug-width-mult-list", "1.0")))),
     "seg": ("seg", "mbv2_tiny_fcn", _SEG_ROWS),
+    "seg-brain": ("seg", "mbv2_tiny_fcn_brain", _SEG_ROWS),
+    "seg-nuclei": ("seg", "mbv2_tiny_fcn_nuclei", _SEG_ROWS),
 }
 #: NetAug's width lists (docs/algorithms.md §4); the expand list [1.0, 1.6, 2.2, 2.8] comes from the yaml recipe
 _NETAUG_WIDTH = {"shiftadd_mcunet": (1.0, 1.6, 2.2), "shiftadd_mbv2_tiny": (1.0, 1.8, 2.6)}
-_SHORT_MODEL = {"shiftadd_mcunet": "mcunet", "shiftadd_mbv2_tiny": "mbv2tiny", "mbv2_tiny_fcn": "mbv2tinyfcn"}
+_SHORT_MODEL = {"shiftadd_mcunet": "mcunet", "shiftadd_mbv2_tiny": "mbv2tiny", "mbv2_tiny_fcn": "mbv2tinyfcn",
+               "mbv2_tiny_fcn_brain": "brain-mbv2tinyfcn", "mbv2_tiny_fcn_nuclei": "nuclei-mbv2tinyfcn"}
 
 
 @dataclass(frozen=True)

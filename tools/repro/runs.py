@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from repro.paths import CLS_CONFIG, REPO, SEG_CONFIG
+from repro.paths import CLS_CONFIG, REPO, SEG_CONFIGS, SEG_WITH_TEST_SPLIT
 from repro.plan import _NETAUG_WIDTH, Budget, RunSpec
 
 
@@ -61,6 +61,16 @@ def build_command(spec: RunSpec, budget: Budget, runs_dir: Path) -> list[str]:
         if (out / "last.pth.tar").is_file() and run_status(spec, runs_dir) == "partial":
             cmd += ["--resume", str(out / "last.pth.tar")]
         return cmd
+    opts = seg_options(spec, budget)
+    cmd = [sys.executable, str(REPO / "tools" / "train_mmseg.py"), str(SEG_CONFIGS[spec.model]), "--work-dir",
+           str(out), "--cfg-options", *opts]
+    if run_status(spec, runs_dir) == "partial":
+        cmd.append("--resume")
+    return cmd
+
+
+def seg_options(spec: RunSpec, budget: Budget) -> list[str]:
+    """``--cfg-options`` of a segmentation run: the budget's schedule, the row's operator / augmentation."""
     warmup = max(1, min(20, budget.seg_iters // 10))  # the config's 20-iteration linear warm-up, capped
     opts = [f"model.convert_cfg.op={spec.op}", f"randomness.seed={spec.seed}",
             f"train_cfg.max_iters={budget.seg_iters}", f"train_cfg.val_interval={budget.seg_iters}",
@@ -68,20 +78,31 @@ def build_command(spec: RunSpec, budget: Budget, runs_dir: Path) -> list[str]:
             f"param_scheduler.1.end={budget.seg_iters}",
             f"default_hooks.checkpoint.interval={budget.seg_iters}",
             f"train_dataloader.batch_size={budget.seg_batch}",
-            f"train_dataloader.dataset.num_images={budget.seg_train_images}",
-            f"val_dataloader.dataset.num_images={budget.seg_val_images}",
             "train_dataloader.num_workers=0", "train_dataloader.persistent_workers=False",
             "val_dataloader.num_workers=0", "val_dataloader.persistent_workers=False",
             "test_dataloader.num_workers=0", "test_dataloader.persistent_workers=False"]
+    if spec.model not in SEG_WITH_TEST_SPLIT:  # generated scenes: the budget sets how many
+        opts += [f"train_dataloader.dataset.num_images={budget.seg_train_images}",
+                 f"val_dataloader.dataset.num_images={budget.seg_val_images}"]
     if not spec.aug:  # the direct baseline: same target network, no augmented channel, no augmented loss
         opts += ["model.alpha=0.0", "model.convert_cfg.aug_width_mult_list=[1.0]",
                  "model.convert_cfg.aug_expand_list=[1.0]", "custom_hooks.0.width_aug_end=0.0",
                  "custom_hooks.0.sort_interval=None"]
-    cmd = [sys.executable, str(REPO / "tools" / "train_mmseg.py"), str(SEG_CONFIG), "--work-dir", str(out),
-           "--cfg-options", *opts]
-    if run_status(spec, runs_dir) == "partial":
-        cmd.append("--resume")
-    return cmd
+    return opts
+
+
+def seg_test_command(spec: RunSpec, budget: Budget, runs_dir: Path) -> list[str]:
+    """Evaluate a finished segmentation run's exported MF target on its dataset's test split (mmseg's test.py)."""
+    out = runs_dir / spec.name
+    target = out / f"iter_{budget.seg_iters}_mf_target.pth"
+    return [sys.executable, str(REPO / "tools" / "test_mmseg.py"), str(SEG_CONFIGS[spec.model]), str(target),
+            "--work-dir", str(out / "test_eval"), "--cfg-options", *seg_options(spec, budget)]
+
+
+def parse_miou(text: str) -> float | None:
+    """The last ``mIoU: X`` mmengine printed (``None`` if none)."""
+    found = [line for line in text.splitlines() if " mIoU: " in line]
+    return float(found[-1].split(" mIoU: ")[1].split()[0]) if found else None
 
 
 def _seg_miou(out: Path) -> float | None:
@@ -102,15 +123,17 @@ def _seg_miou(out: Path) -> float | None:
     return None if latest is None else latest[2]
 
 
-def _finalize(spec: RunSpec, runs_dir: Path, rc: int) -> None:
-    """After a segmentation run: ``result.json`` (mIoU) so the run counts as finished."""
+def _finalize(spec: RunSpec, runs_dir: Path, rc: int, wall_s: float | None = None) -> None:
+    """After a segmentation run: ``result.json`` (mIoU, wall time of this invocation) so the run counts as
+    finished."""
     if spec.kind != "seg" or rc != 0:
         return
     out = runs_dir / spec.name
     miou = _seg_miou(out)
     if miou is None:
         raise RuntimeError(f"{spec.name}: training ended without a validation mIoU in {out}/*/vis_data/scalars.json")
-    (out / "result.json").write_text(json.dumps({"status": "finished", "miou": miou}, indent=2) + "\n")
+    result = {"status": "finished", "miou": miou, "wall_s": None if wall_s is None else round(wall_s, 1)}
+    (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
 def test_eval_command(spec: RunSpec, budget: Budget, runs_dir: Path) -> list[str]:
@@ -129,10 +152,24 @@ def run_test_evals(plan: Sequence[RunSpec], budget: Budget, runs_dir: Path, *,
     written = 0
     for spec in plan:
         out = runs_dir / spec.name
-        if (spec.kind != "cls" or not spec.group.startswith("main-") or run_status(spec, runs_dir) != "finished"
-                or (out / "test_eval.json").is_file()):
+        wanted = spec.group.startswith("main-") if spec.kind == "cls" else spec.model in SEG_WITH_TEST_SPLIT
+        if not wanted or run_status(spec, runs_dir) != "finished" or (out / "test_eval.json").is_file():
             continue
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        if spec.kind == "seg":
+            env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+            proc = subprocess.run(seg_test_command(spec, budget, runs_dir), capture_output=True, text=True, env=env,
+                                  cwd=REPO)
+            miou = parse_miou(proc.stdout + proc.stderr)
+            if proc.returncode != 0 or miou is None:
+                log(f"  test evaluation of {spec.name} failed (rc {proc.returncode}): {proc.stderr.strip()[-300:]}")
+                continue
+            tmp = out / "test_eval.json.tmp"
+            tmp.write_text(json.dumps({"miou": miou}, indent=2) + "\n")
+            tmp.replace(out / "test_eval.json")
+            log(f"  test mIoU {spec.name}: {miou:.2f}")
+            written += 1
+            continue
         proc = subprocess.run(test_eval_command(spec, budget, runs_dir), capture_output=True, text=True, env=env)
         found = [line for line in proc.stdout.splitlines() if line.startswith("validate ") and " top1 " in line]
         if proc.returncode != 0 or not found:
@@ -181,7 +218,7 @@ def execute_plan(plan: Sequence[RunSpec], budget: Budget, runs_dir: Path, *, job
                 handle.flush()
                 text = line.rstrip()
                 if text.startswith(("epoch ", "done:", "resumed", "ERROR", "shiftaddaug-train: error")) or \
-                        "Iter(val)" in text or "mIoU" in text:
+                        "Iter(val)" in text or " mIoU: " in text:
                     with lock:
                         log(f"  [{spec.name}] {text}")
 
@@ -207,13 +244,13 @@ def execute_plan(plan: Sequence[RunSpec], budget: Budget, runs_dir: Path, *, job
                 continue
             thread.join()
             running.remove(item)
+            took = time.perf_counter() - started
             try:
-                _finalize(spec, runs_dir, rc)
+                _finalize(spec, runs_dir, rc, took)
             except RuntimeError as err:
                 rc = rc or 1
                 log(f"  {err}")
             done += 1
-            took = time.perf_counter() - started
             durations.append(took)
             remaining = len(queue) + len(running)
             eta = statistics.mean(durations) * remaining / jobs
