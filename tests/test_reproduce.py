@@ -143,6 +143,9 @@ def test_seg_real_data_commands_test_eval_and_report(tmp_path: Path, monkeypatch
     log = "Iter(test) [2/2]  aAcc: 90.0  mIoU: 12.50  mAcc: 1\nlast  mIoU: 70.25  mAcc: 80"
     assert rp.runs.parse_miou(log) == 70.25
     assert rp.runs.parse_miou("no metric") is None
+    ablation = rp.expand_plan(["ablation-seg-nuclei-sort"], SMALL, seeds=[0])
+    assert rp.build_command(ablation[0], SMALL, tmp_path)[-1] == "custom_hooks.0.sort_interval=None"
+    assert dict(rp.PAIRS)["ShiftAug no-sort"] == "ShiftAug"
     for spec, (val, wall) in zip(plan, ((60.0, 100.0), (61.5, 200.0))):
         out = tmp_path / spec.name / "20260101_000000" / "vis_data"
         out.mkdir(parents=True)

@@ -33,6 +33,8 @@ Experiment groups (``--only`` takes one or more, comma separated; ``--seeds`` ov
   MF target on the 'val' split (``--split holdout``: choosing settings), and ``--test-eval`` evaluates it on the
   'test' split with ``tools/test_mmseg.py`` (reporting). The budget sets the iterations; the number of images is
   the dataset's. Seeds: ``--seeds`` (the presets run one segmentation seed).
+* ``ablation-seg-nuclei-sort``: nuclei ShiftAug without channel sorting (``sort_interval=None``) and sorting only
+  the augmented channels (``sort_scope=augmented``); both pair with ``seg-nuclei``'s ShiftAug of the same seed.
 
 Budget presets (``--budget``), identical for every row, so rows differ only in the operator / augmentation:
 

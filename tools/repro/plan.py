@@ -91,6 +91,10 @@ GROUPS: dict[str, tuple[str, str, tuple[RowSpec, ...]]] = {
     "seg": ("seg", "mbv2_tiny_fcn", _SEG_ROWS),
     "seg-brain": ("seg", "mbv2_tiny_fcn_brain", _SEG_ROWS),
     "seg-nuclei": ("seg", "mbv2_tiny_fcn_nuclei", _SEG_ROWS),
+    # segmentation rows take mmengine --cfg-options as extra flags
+    "ablation-seg-nuclei-sort": ("seg", "mbv2_tiny_fcn_nuclei", (
+        RowSpec("ShiftAug no-sort", "shift", True, extra=("custom_hooks.0.sort_interval=None",)),
+        RowSpec("ShiftAug sort-augmented", "shift", True, extra=("custom_hooks.0.sort_scope=augmented",)))),
 }
 #: NetAug's width lists (docs/algorithms.md §4); the expand list [1.0, 1.6, 2.2, 2.8] comes from the yaml recipe
 _NETAUG_WIDTH = {"shiftadd_mcunet": (1.0, 1.6, 2.2), "shiftadd_mbv2_tiny": (1.0, 1.8, 2.6)}

@@ -81,7 +81,7 @@ def aggregate(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 PAIRS: tuple[tuple[str, str], ...] = (
     ("NetAug", "Mult"), ("ShiftAug", "Shift"), ("AddAug", "Add"),
     ("AddAug+remap", "AddAug"),
-    ("ShiftAug sort-augmented", "ShiftAug"), ("AddAug sort-augmented", "AddAug"),
+    ("ShiftAug sort-augmented", "ShiftAug"), ("AddAug sort-augmented", "AddAug"), ("ShiftAug no-sort", "ShiftAug"),
     ("AddAug no-sort-remap", "AddAug"),
     ("ShiftAug+block-variant", "ShiftAug"), ("AddAug+block-variant", "AddAug"),
     ("AddAug+block-variant", "AddAug+block-variant no-remap"),

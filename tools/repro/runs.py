@@ -88,7 +88,7 @@ def seg_options(spec: RunSpec, budget: Budget) -> list[str]:
         opts += ["model.alpha=0.0", "model.convert_cfg.aug_width_mult_list=[1.0]",
                  "model.convert_cfg.aug_expand_list=[1.0]", "custom_hooks.0.width_aug_end=0.0",
                  "custom_hooks.0.sort_interval=None"]
-    return opts
+    return opts + list(spec.extra)  # an ablation row's own overrides come last (they win)
 
 
 def seg_test_command(spec: RunSpec, budget: Budget, runs_dir: Path) -> list[str]:
@@ -152,7 +152,8 @@ def run_test_evals(plan: Sequence[RunSpec], budget: Budget, runs_dir: Path, *,
     written = 0
     for spec in plan:
         out = runs_dir / spec.name
-        wanted = spec.group.startswith("main-") if spec.kind == "cls" else spec.model in SEG_WITH_TEST_SPLIT
+        wanted = spec.group.startswith("main-") if spec.kind == "cls" else \
+            spec.group.startswith("seg") and spec.model in SEG_WITH_TEST_SPLIT  # main rows, never ablations
         if not wanted or run_status(spec, runs_dir) != "finished" or (out / "test_eval.json").is_file():
             continue
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
