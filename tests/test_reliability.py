@@ -159,6 +159,65 @@ def test_full_disk_keeps_the_previous_checkpoint(finished: Path, tmp_path: Path,
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # the partial temporary file was removed
 
 
+def _read_only(folder: Path, cmd: list[str]) -> list[str]:
+    """``cmd`` run with ``folder`` read-only. As root, file modes do not stop writes, so the command runs in its
+    own mount namespace with ``folder`` bind-mounted read-only (``unshare -m``, util-linux); otherwise the folder's
+    folders' modes are set to ``0o555``."""
+    if os.geteuid() != 0:
+        for sub in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
+            os.chmod(sub, 0o555)
+        return cmd
+    script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" "$1" && shift && exec "$@"'
+    return ["unshare", "-m", "sh", "-c", script, "sh", str(folder), *cmd]
+
+
+def test_read_only_output_folder_gives_one_clear_error_and_changes_nothing(finished: Path, tmp_path: Path) -> None:
+    import shutil
+
+    out = tmp_path / "ro"
+    shutil.copytree(finished, out / "run")
+    before = _digests(out / "run")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get(
+        "PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "shiftaddaug_plugin.train.cli", *TINY, "--epochs", "3", "--resume",
+           str(out / "run" / "last.pth.tar"), "--output", str(out), "--experiment", "run"]
+    try:
+        proc = subprocess.run(_read_only(out, cmd), env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        for sub in (out, out / "run"):
+            os.chmod(sub, 0o755)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "could not write into the output folder" in proc.stderr and "Traceback" not in proc.stderr
+    assert "Read-only file system" in proc.stderr or "Permission denied" in proc.stderr
+    assert _digests(out / "run") == before  # nothing changed, nothing added
+
+
+@pytest.mark.slow
+def test_adder_layer_peak_memory_stays_within_2x_of_conv() -> None:
+    """AdderConv2d(64, 64, 3) forward + backward on (128, 64, 56, 56) vs F.conv2d on the same shapes (peak bytes of
+    torch's CPU allocator above the starting level; a generous bound, not a timing)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from _timing import fwd_bwd_step
+        from ops import peak_extra_mb
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    from shiftaddaug_plugin.layers.adder import AdderConv2d
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(64, 64, 3, 1, 1, bias=False)
+    adder = AdderConv2d.from_float(conv)
+    x = torch.randn(128, 64, 56, 56, requires_grad=True)
+    grad = torch.randn(128, 64, 56, 56)
+    conv_step, adder_step = fwd_bwd_step(conv, x, grad), fwd_bwd_step(adder, x, grad)
+    conv_step()
+    adder_step()  # compiles this shape
+    conv_mb, adder_mb = peak_extra_mb(conv_step), peak_extra_mb(adder_step)
+    activation_mb = x.numel() * 4 / 2**20
+    assert conv_mb > activation_mb  # the measurement sees at least the output of the conv
+    assert adder_mb <= 2.0 * conv_mb, (adder_mb, conv_mb)
+
+
 @pytest.mark.slow
 def test_kill_minus_9_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get(

@@ -2,10 +2,14 @@
 wheel at ``mmseg/.mim/tools/``) unchanged, with the ShiftAddAug plugin registered first (docs/ARCHITECTURE.md)."""
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os.path as osp
 import runpy
 import sys
+
+#: The errors of a full disk or an unwritable folder (reported in one line; anything else keeps its traceback).
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def mmseg_tool_path(name: str) -> str:
@@ -30,6 +34,19 @@ def run_mmseg_tool(name: str, argv: list[str]) -> None:
     ensure_plugin_importable()
     import shiftaddaug_plugin.mmseg_ext  # noqa: F401  (registers segmentor, hook, dataset, ops, timm models)
 
+    from shiftaddaug_plugin.augment import NonFiniteLossError
+
     path = mmseg_tool_path(name)
     sys.argv = [path, *argv]
-    runpy.run_path(path, run_name="__main__")
+    try:
+        runpy.run_path(path, run_name="__main__")
+    except NonFiniteLossError as err:  # a diverged run: one message and exit code 3, as shiftaddaug-train
+        print(f"{name[:-3]}_mmseg: error: {err}", file=sys.stderr)
+        raise SystemExit(3) from None
+    except OSError as err:
+        if err.errno not in _WRITE_ERRNOS:
+            raise
+        print(f"{name[:-3]}_mmseg: error: could not write into the work dir ({err}); free space or choose another "
+              "--work-dir. The checkpoints written so far are intact (checkpoints are replaced atomically)",
+              file=sys.stderr)
+        raise SystemExit(2) from None

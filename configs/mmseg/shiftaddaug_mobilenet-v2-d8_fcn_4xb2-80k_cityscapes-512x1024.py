@@ -16,3 +16,6 @@ model.update(
     backbone=dict(norm_cfg=norm_cfg),
     decode_head=dict(norm_cfg=norm_cfg),
     auxiliary_head=dict(norm_cfg=norm_cfg))
+# Divergence guard (README "What happens when things go wrong"): a NaN/inf loss skips its step; more than
+# max_nonfinite_steps of them stop training before the bad update. The other optim_wrapper keys come from the base.
+optim_wrapper = dict(type='NonFiniteGuardOptimWrapper', max_nonfinite_steps=0)

@@ -6,7 +6,9 @@ Importing this package (what ``custom_imports = dict(imports=['shiftaddaug_plugi
 * the timm models (``TIMMBackbone`` with ``model_name='shiftadd_mcunet'`` ...),
 * ``ShiftAddAugEncoderDecoder`` (mmseg ``MODELS``), ``ShiftAddAugHook`` (``HOOKS``),
 * ``FashionMNISTScenesDataset``, ``BrainMRITissueDataset``, ``NucleiDataset`` (``DATASETS``), the offline
-  segmentation datasets (docs/segmentation.md).
+  segmentation datasets (docs/segmentation.md),
+* ``NonFiniteGuardOptimWrapper`` (``OPTIM_WRAPPERS``) and the atomic local file backend
+  ``'shiftaddaug_atomic_local'`` (:mod:`.safe_runtime`).
 
 It needs mmcv (with compiled ops) and mmsegmentation: ``pip install 'shiftaddaug_plugin[mmseg]'``.
 """
@@ -35,6 +37,7 @@ from .export import (  # noqa: E402
 )
 from .hook import ShiftAddAugHook  # noqa: E402
 from .prepared_datasets import BrainMRITissueDataset, NucleiDataset  # noqa: E402
+from .safe_runtime import ATOMIC_BACKEND, AtomicLocalBackend, NonFiniteGuardOptimWrapper  # noqa: E402
 from .scenes import SCENE_CLASSES, SceneConfig, compose_scene  # noqa: E402
 from .segmentor import ShiftAddAugEncoderDecoder  # noqa: E402
 
@@ -42,6 +45,9 @@ register_timm_models()  # shiftadd_* timm models for TIMMBackbone
 register_mmengine_modules()
 
 __all__ = [
+    "ATOMIC_BACKEND",
+    "AtomicLocalBackend",
+    "NonFiniteGuardOptimWrapper",
     "BrainMRITissueDataset",
     "NucleiDataset",
     "EXPORT_FORMAT",

@@ -13,7 +13,10 @@ mmseg schedules are iteration-based (epoch hooks fire once), so every interval h
 * **target mode + BN recalibration** (over ``recalib_images`` training images) before validation and test; the
   training BN statistics are restored afterwards, so evaluation never alters the training trajectory.
 * **export**: after every checkpoint the hook writes the slim MF target next to it (``iter_N_mf_target.pth``).
-* its own state goes into checkpoints and comes back on ``--resume``.
+* its own state and torch's RNG state go into checkpoints and come back on ``--resume``; validation leaves every
+  RNG as it found it, so a resumed run continues exactly as the uninterrupted one.
+* **safety** (:mod:`.safe_runtime`): checkpoints are written atomically (``atomic_checkpoints``), and weights that
+  became NaN/inf are never checkpointed.
 
 All schedule decisions are functions of the iteration, so a resumed run makes the same ones; recalibration uses
 a seeded loader and restores every RNG it touches, so it never perturbs training randomness.
@@ -31,7 +34,7 @@ from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 from torch import nn
 
-from shiftaddaug_plugin.augment import AugSchedule, RecalibratedBN
+from shiftaddaug_plugin.augment import AugSchedule, NonFiniteLossError, RecalibratedBN, nonfinite_entries
 from shiftaddaug_plugin.block_variant import BlockVariantSchedule
 from shiftaddaug_plugin.convert import recalibrate_bn, sort_channels
 from shiftaddaug_plugin.convert.plan import PLAN_ATTR
@@ -41,6 +44,7 @@ from shiftaddaug_plugin.protocol import hybrid_modules, unwrap
 
 from .checkpoint_compat import from_plain, to_plain
 from .export import export_checkpoint_path, save_exported
+from .safe_runtime import rng_restore, rng_snapshot, set_torch_rng_state, torch_rng_state, use_atomic_checkpoints
 
 __all__ = ["ShiftAddAugHook", "build_recalib_loader", "hybrid_layers", "recalibrate_segmentor"]
 
@@ -73,19 +77,14 @@ def _check_count(name: str, value: Any, *, allow_none: bool = False, minimum: in
 @contextmanager
 def _isolated_rng(seed: int) -> Iterator[None]:
     """Seed python/numpy/torch RNGs inside the block and restore their states afterwards."""
-    states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
-    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    states = rng_snapshot()
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     try:
         yield
     finally:
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.set_rng_state(states[2])
-        if cuda_states is not None:
-            torch.cuda.set_rng_state_all(cuda_states)
+        rng_restore(states)
 
 
 def build_recalib_loader(train_dataloader_cfg: Any, seed: int, batch_size: int | None = None) -> Any:
@@ -155,6 +154,8 @@ class ShiftAddAugHook(Hook):
         recalib_before_test: also recalibrate before ``runner.test()`` (needs ``train_dataloader`` in the config).
         export: write the exported MF target next to every checkpoint.
         export_suffix: ``iter_1000.pth`` -> ``iter_1000{export_suffix}``.
+        atomic_checkpoints: point mmengine's ``CheckpointHook`` at the atomic local file backend
+            (:mod:`.safe_runtime`): a killed run or a full disk never leaves a torn checkpoint.
     """
 
     priority = "LOWEST"  # after CheckpointHook (VERY_LOW): the export follows the checkpoint it belongs to
@@ -173,6 +174,7 @@ class ShiftAddAugHook(Hook):
         recalib_before_test: bool = True,
         export: bool = True,
         export_suffix: str = "_mf_target.pth",
+        atomic_checkpoints: bool = True,
     ) -> None:
         self.width_aug_end = _check_fraction("width_aug_end", width_aug_end)
         self.sort_interval = _check_count("sort_interval", sort_interval, allow_none=True)
@@ -193,11 +195,13 @@ class ShiftAddAugHook(Hook):
         self.recalib_images = _check_count("recalib_images", recalib_images)
         self.recalib_batch_size = _check_count("recalib_batch_size", recalib_batch_size, allow_none=True)
         self.recalib_seed = _check_count("recalib_seed", recalib_seed, minimum=0)
-        for name, flag in (("recalib_before_test", recalib_before_test), ("export", export)):
+        for name, flag in (("recalib_before_test", recalib_before_test), ("export", export),
+                           ("atomic_checkpoints", atomic_checkpoints)):
             if not isinstance(flag, bool):
                 raise TypeError(f"ShiftAddAugHook: {name}={flag!r} must be a bool")
         self.recalib_before_test = recalib_before_test
         self.export = export
+        self.atomic_checkpoints = atomic_checkpoints
         if not isinstance(export_suffix, str) or not export_suffix.endswith(".pth") or "/" in export_suffix:
             raise ValueError(f"ShiftAddAugHook: export_suffix={export_suffix!r} must be a file-name suffix ending in "
                              "'.pth', e.g. '_mf_target.pth'")
@@ -210,6 +214,7 @@ class ShiftAddAugHook(Hook):
         self._recalibrated: RecalibratedBN | None = None
         self._warned_no_hybrid = False
         self._variant: BlockVariantSchedule | None = None
+        self._rng_before_val: tuple[Any, ...] | None = None
 
     # ------------------------------------------------------------------------------------------ helpers
     @staticmethod
@@ -252,6 +257,8 @@ class ShiftAddAugHook(Hook):
         if not hasattr(model, "aug_step") or not hasattr(model, "width_aug_enabled"):
             raise ValueError(f"ShiftAddAugHook drives ShiftAddAugEncoderDecoder; {type(model).__name__} lacks "
                              "aug_step/width_aug_enabled: use model.type='ShiftAddAugEncoderDecoder'")
+        if self.atomic_checkpoints:
+            use_atomic_checkpoints(runner.hooks)
         self._apply_schedule(runner, runner.iter)
 
     def _apply_schedule(self, runner: Any, it: int) -> None:
@@ -330,13 +337,18 @@ class ShiftAddAugHook(Hook):
             self._recalibrated = None
 
     def before_val(self, runner: Any) -> None:
-        """Evaluate the target network with recalibrated BN statistics."""
+        """Evaluate the target network with recalibrated BN statistics; remember the RNG states."""
+        self._rng_before_val = rng_snapshot()
         if self._is_hybrid(runner):
             self.recalibrate(runner)
 
     def after_val(self, runner: Any) -> None:
-        """Training continues with its own BN statistics."""
+        """Training continues with its own BN statistics and RNG states, as if there had been no validation
+        (so a run resumed from the checkpoint written just before a validation continues identically)."""
         self.restore_bn_stats()
+        if self._rng_before_val is not None:
+            rng_restore(self._rng_before_val)
+            self._rng_before_val = None
 
     def before_test(self, runner: Any) -> None:
         """As :meth:`before_val` (recalibration only with ``recalib_before_test``)."""
@@ -367,17 +379,26 @@ class ShiftAddAugHook(Hook):
 
     # ------------------------------------------------------------------------------------------ checkpoint
     def before_save_checkpoint(self, runner: Any, checkpoint: dict) -> None:
-        """Store the hook state; rewrite mmengine's message-hub state into plain types, so the whole checkpoint
+        """Refuse non-finite weights (the previous checkpoint stays the last); store the hook state and torch's RNG
+        state; rewrite mmengine's message-hub state into plain types, so the whole checkpoint
         loads with ``torch.load(weights_only=True)`` (torch >= 2.6 default, used by ``--resume``)."""
 
+        bad = nonfinite_entries(checkpoint.get("state_dict", {}))
+        if bad:  # the loss stayed finite but the weights overflowed: never write them
+            raise NonFiniteLossError(
+                f"non-finite weights at iteration {runner.iter + 1} ({', '.join(bad[:3])}"
+                f"{' ...' if len(bad) > 3 else ''}); not saved: the checkpoints written so far are intact. Lower "
+                "optim_wrapper.optimizer.lr or set optim_wrapper.clip_grad=dict(max_norm=...)")
         if "message_hub" in checkpoint:
             checkpoint["message_hub"] = to_plain(checkpoint["message_hub"])
         checkpoint[_STATE_KEY] = dict(num_sorts=self.num_sorts, last_sort_iter=self.last_sort_iter,
                                       last_exported_ckpt=self.last_exported_ckpt,
-                                      exported_paths=list(self.exported_paths), settings=self.settings())
+                                      exported_paths=list(self.exported_paths), settings=self.settings(),
+                                      torch_rng=torch_rng_state())
 
     def after_load_checkpoint(self, runner: Any, checkpoint: dict) -> None:
-        """Restore the hook state and mmengine's message-hub objects; warn when the schedule settings changed."""
+        """Restore the hook state, mmengine's message-hub objects and (on ``--resume``) torch's RNG state; warn
+        when the schedule settings changed."""
 
         if "message_hub" in checkpoint:
             checkpoint["message_hub"] = from_plain(checkpoint["message_hub"])
@@ -388,6 +409,8 @@ class ShiftAddAugHook(Hook):
         self.last_sort_iter = int(state["last_sort_iter"])
         self.last_exported_ckpt = state.get("last_exported_ckpt")
         self.exported_paths = list(state.get("exported_paths", []))
+        if getattr(runner, "_resume", False) and "torch_rng" in state:
+            set_torch_rng_state(state["torch_rng"])  # dropout etc. continue as in the uninterrupted run
         if state.get("settings") != self.settings():
             runner.logger.warning(f"ShiftAddAugHook: schedule settings changed since the checkpoint "
                                   f"({state.get('settings')} -> {self.settings()}); continuing with the new ones")

@@ -33,16 +33,12 @@ import torch.nn.functional as F
 from timm.task import ClassificationTask
 from torch import Tensor, nn
 
-from shiftaddaug_plugin.augment import WidthSampler, joint_loss
+from shiftaddaug_plugin.augment import NonFiniteLossError, WidthSampler, joint_loss
 from shiftaddaug_plugin.convert.plan import get_plan
 from shiftaddaug_plugin.modes import Mode, set_mode
 from shiftaddaug_plugin.protocol import unwrap
 
 __all__ = ["NonFiniteLossError", "ShiftAddAugTask", "train_one_epoch", "evaluate", "unwrap", "format_eta"]
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite; training stops before the optimizer step that would use it."""
 
 
 class ShiftAddAugTask(ClassificationTask):

@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from shiftaddaug_plugin.augment import AugSchedule, RecalibratedBN, WidthSampler
+from shiftaddaug_plugin.augment import AugSchedule, RecalibratedBN, WidthSampler, nonfinite_entries
 from shiftaddaug_plugin.block_variant import (
     BlockVariantSchedule,
     set_all_mf,
@@ -345,8 +345,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             raise
         if distributed:  # BN statistics of the last local forward differ per rank (DDP syncs them at forward)
             broadcast_buffers(unwrap(model))
-        bad = [n for n, t in unwrap(model).state_dict().items()
-               if t.is_floating_point() and not torch.isfinite(t).all()]
+        bad = nonfinite_entries(unwrap(model).state_dict())
         if bad:  # the losses stayed finite but the weights overflowed: never checkpoint them
             err = NonFiniteLossError(
                 f"non-finite weights after epoch {epoch} ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}); "

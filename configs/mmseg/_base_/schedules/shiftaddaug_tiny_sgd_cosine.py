@@ -2,8 +2,11 @@
 # iterations then cosine to 1e-4, no weight decay on norms and biases. A config that inherits it sets its own
 # `max_iters` and repeats `param_scheduler` with that end, `train_cfg.max_iters`, and the ShiftAddAugHook.
 max_iters = 400
+# NonFiniteGuardOptimWrapper: mmengine's OptimWrapper that skips the step of a NaN/inf loss and stops training
+# (before the bad update, checkpoints intact) after more than `max_nonfinite_steps` of them.
 optim_wrapper = dict(
-    type='OptimWrapper',
+    type='NonFiniteGuardOptimWrapper',
+    max_nonfinite_steps=0,
     optimizer=dict(type='SGD', lr=0.05, momentum=0.9, nesterov=True, weight_decay=4e-5),
     paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0),
     clip_grad=None)
