@@ -33,7 +33,6 @@ def run_mmseg_tool(name: str, argv: list[str]) -> None:
     """Import the plugin (registrations), then execute mmseg's tool as ``__main__`` with ``argv``."""
     ensure_plugin_importable()
     import shiftaddaug_plugin.mmseg_ext  # noqa: F401  (registers segmentor, hook, dataset, ops, timm models)
-
     from shiftaddaug_plugin.augment import NonFiniteLossError
 
     path = mmseg_tool_path(name)

@@ -359,13 +359,15 @@ class ShiftAddAugHook(Hook):
 
     # ---------------------------------------------------------------------------------------------- export
     def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
-        """Export the MF target next to a checkpoint the ``CheckpointHook`` has just written."""
+        """Export the MF target next to a checkpoint the ``CheckpointHook`` has just written; every RNG is left as
+        it was (a run resumed from that checkpoint, which does not export again, continues identically)."""
         if not self.export:
             return
         ckpt = runner.message_hub.get_info("last_ckpt")
         if ckpt is None or ckpt == self.last_exported_ckpt:
             return
 
+        states = rng_snapshot()  # building the exported layers draws initial weights: keep training's RNGs
         self.recalibrate(runner)  # all ranks (collective); only the main process writes
         path = export_checkpoint_path(ckpt, self.export_suffix)
         try:
@@ -373,6 +375,7 @@ class ShiftAddAugHook(Hook):
                           dataset_meta=getattr(runner.train_dataloader.dataset, "metainfo", None))
         finally:
             self.restore_bn_stats()
+            rng_restore(states)
         self.last_exported_ckpt = ckpt
         self.exported_paths.append(path)
         runner.logger.info(f"ShiftAddAugHook: exported the MF target to {path}")

@@ -14,7 +14,7 @@ when things go wrong"; the same guarantees as the timm trainer, ``shiftaddaug_pl
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from mmengine.dist import all_reduce
@@ -36,7 +36,10 @@ class AtomicLocalBackend(LocalBackend):
     """mmengine's local file backend with atomic ``put`` / ``put_text`` (temporary file + fsync + rename)."""
 
     def put(self, obj: bytes, filepath: str | Path) -> None:  # noqa: D102
-        atomic_write(filepath, lambda handle: handle.write(obj))
+        def write(handle: IO[Any]) -> None:
+            handle.write(obj)
+
+        atomic_write(filepath, write)
 
     def put_text(self, obj: str, filepath: str | Path, encoding: str = "utf-8") -> None:  # noqa: D102
         if encoding.replace("-", "").lower() != "utf8":
