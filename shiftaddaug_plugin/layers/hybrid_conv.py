@@ -254,6 +254,8 @@ class HybridConv2d(nn.Conv2d):
                              f"and in_channels={self.in_channels} input channels, got {c_in}")
         x = self._pre_pad(x)
         padding, _ = self._geometry()
+        if not self.mf_enabled or self.op == "mult":  # every part of eq. 4 multiplicative: one conv over the slice
+            return self._mult_augmented(x, c_in, padding)
         x_t, x_a = x[:, : self._target_in], x[:, self._target_in:]
         y_t = self._mf(x_t)
         if self.depthwise:
@@ -272,6 +274,17 @@ class HybridConv2d(nn.Conv2d):
         b_a = None if self.bias is None else self.bias[self._target_out: o_a]
         y_a = F.conv2d(x, self.weight[self._target_out: o_a, :c_in], b_a, self.stride, padding, self.dilation, 1)
         return _cat_channels([y_t, y_a])
+
+    def _mult_augmented(self, x: Tensor, c_in: int, padding: Any) -> Tensor:
+        """Eq. 4 when the target operator is multiplication too (NetAug, ``mf_enabled=False``): the target and the
+        augmented outputs read adjacent slices of one weight, so they are one conv over ``W[:O_a, :C_in]`` (no
+        slicing into parts, no concatenation)."""
+        if self.depthwise:
+            b = None if self.bias is None else self.bias[:c_in]
+            return F.conv2d(x, self.weight[:c_in], b, self.stride, padding, self.dilation, c_in)
+        o_a = self._active_out
+        b = None if self.bias is None else self.bias[:o_a]
+        return F.conv2d(x, self.weight[:o_a, :c_in], b, self.stride, padding, self.dilation, 1)
 
     # ----------------------------------------------------------------------------------------------- export
     def export(self) -> nn.Module:
