@@ -287,6 +287,49 @@ def test_error_grouped_conv() -> None:
         convert(net, example_input=torch.randn(2, 3, 8, 8))
 
 
+class _SeqWithAttention(nn.Module):
+    """conv -> tokens -> multi-head attention -> pooled linear head (the attention has no MF counterpart)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 1)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.conv(x).flatten(2).transpose(1, 2)
+        return self.head(self.attn(tokens, tokens, tokens)[0].mean(1))
+
+
+class _WithConv1d(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 1)
+        self.temporal = nn.Conv1d(8, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.temporal(self.conv(x).flatten(2))
+
+
+@pytest.mark.parametrize("make, name, type_name", [
+    (_WithConv1d, "temporal", "torch.nn.modules.conv.Conv1d"),
+    (_SeqWithAttention, "attn", "torch.nn.modules.activation.MultiheadAttention"),
+    (lambda: nn.Sequential(nn.Conv2d(3, 8, 1), nn.ConvTranspose2d(8, 4, 2, stride=2)), "1",
+     "torch.nn.modules.conv.ConvTranspose2d"),
+])
+def test_error_layers_without_mf_counterpart_name_the_layer_and_the_filter_fn_fix(make, name: str,
+                                                                                 type_name: str) -> None:
+    net, x = make(), torch.randn(2, 3, 4, 4)
+    with pytest.raises(ValueError, match=rf"'{name}' of type {type_name.replace('.', '[.]')}.*filter_fn=lambda "
+                                         rf"module, name: not name\.startswith\('{name}'\)"):
+        convert(net, example_input=x)
+    model = convert(net, example_input=x, filter_fn=lambda module, n: not n.startswith(name))  # the suggested fix
+    assert name in get_plan(model).excluded
+    assert type(dict(model.named_modules())[name]) is type(dict(net.named_modules())[name])
+    with set_mode(model, Mode.TARGET):
+        assert model(x).shape == net(x).shape
+
+
 def test_error_converting_twice() -> None:
     model = convert(nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 4, 1)), example_input=torch.randn(2, 3, 4, 4))
     with pytest.raises(ValueError, match="already converted"):

@@ -56,7 +56,7 @@ from torch import Tensor, nn
 from ..ops import linear_op_values, op_spec
 from ..protocol import hybrid_modules, is_hybrid_layer
 from .config import ConvertConfig, augmented_width
-from .handlers import GUARDED_BASES, handler_table, layer_kind
+from .handlers import GUARDED_BASES, UNSUPPORTED_MULT_TYPES, handler_table, layer_kind
 from .plan import PLAN_ATTR, ChannelGroup, ConversionPlan, FilterFn, ForwardFn, LayerPlan
 from .tracing import GroupTracer, Node
 
@@ -152,7 +152,8 @@ def analyze(
         seen.setdefault(id(module), name)
     for name, module in model.named_modules():
         kind = layer_kind(name, module, table) if filter_fn is None or filter_fn(module, name) else None
-        if kind is None and filter_fn is not None and (type(module) in table or isinstance(module, GUARDED_BASES)):
+        watched = (*GUARDED_BASES, *UNSUPPORTED_MULT_TYPES)
+        if kind is None and filter_fn is not None and (type(module) in table or isinstance(module, watched)):
             excluded.append(name)
         for tensor in (*module.parameters(recurse=False), *module.buffers(recurse=False)):
             owners.setdefault(id(tensor), (name, module))

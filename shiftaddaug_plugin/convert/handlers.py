@@ -34,7 +34,7 @@ from ..layers.hybrid import (
 if TYPE_CHECKING:  # pragma: no cover
     from .plan import ConversionPlan, LayerPlan
 
-__all__ = ["Handler", "handler_table", "handler_for", "layer_kind", "GUARDED_BASES"]
+__all__ = ["Handler", "handler_table", "handler_for", "layer_kind", "GUARDED_BASES", "UNSUPPORTED_MULT_TYPES"]
 
 
 @dataclass(frozen=True)
@@ -181,12 +181,17 @@ def handler_table() -> dict[type, Handler]:
 
 GUARDED_BASES: tuple[type, ...] = (nn.Conv2d, nn.Linear, _BatchNorm)
 
+#: multiplying layers the converter has no MF counterpart for (Conv1d/Conv3d/transposed convs, attention): refused
+#: with the ``filter_fn`` fix, never left multiplicative without the user saying so
+UNSUPPORTED_MULT_TYPES: tuple[type, ...] = (nn.modules.conv._ConvNd, nn.MultiheadAttention)
+
 
 def layer_kind(name: str, module: nn.Module, table: dict[type, Handler]) -> str | None:
     """``'conv'``/``'linear'``/``'bn'`` for a convertible leaf, ``None`` for a module the converter leaves alone.
 
-    Raises ``ValueError`` for subclasses of ``nn.Conv2d``/``nn.Linear``/batch norms that are not in the table:
-    their maths may differ from the base class (padding, weight standardisation, ...)."""
+    Raises ``ValueError`` for subclasses of ``nn.Conv2d``/``nn.Linear``/batch norms that are not in the table
+    (their maths may differ from the base class: padding, weight standardisation, ...) and for multiplying layers
+    without an MF counterpart (:data:`UNSUPPORTED_MULT_TYPES`), naming the ``filter_fn`` fix."""
     handler = table.get(type(module))
     if handler is not None:
         return handler.kind
@@ -199,6 +204,14 @@ def layer_kind(name: str, module: nn.Module, table: dict[type, Handler]) -> str 
             f"({', '.join(t.__qualname__ for t in table)}), so its maths may differ. Exclude it with "
             f"convert(..., filter_fn=lambda module, name: name != '{name}') (its channels then keep their target "
             f"width) or replace it by a plain {base.__qualname__} first"
+        )
+    if isinstance(module, UNSUPPORTED_MULT_TYPES):
+        cls = type(module)
+        raise ValueError(
+            f"cannot convert module '{name}' of type {cls.__module__}.{cls.__qualname__}: the converter has "
+            f"multiplication-free counterparts for {', '.join(t.__qualname__ for t in table)} only. Keep it "
+            f"multiplicative with convert(..., filter_fn=lambda module, name: not name.startswith('{name}')) "
+            "(the conversion audit and the cost model then list it as multiplicative) or replace it first"
         )
     return None
 
