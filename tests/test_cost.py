@@ -499,3 +499,14 @@ def test_mmseg_encoder_decoder_counts_through_tensor_mode():
         model(torch.randn(1, 3, 32, 32), mode="tensor")
     torch_macs = counter.get_total_flops() / 2
     assert abs(report.macs - torch_macs) <= 0.01 * torch_macs
+
+
+@pytest.mark.parametrize("shape, message", [
+    ((1, 0, 0), "input_shape must be positive ints"),
+    ((3, 8, 8), r"does not run on an input of shape \(1, 3, 8, 8\).*in_chans"),  # the net takes 1 channel
+    ((1, 2, 2), r"does not run on an input of shape \(1, 1, 2, 2\).*large enough"),  # 2 px < the 3x3 kernel
+])
+def test_impossible_input_sizes_are_clear_errors(shape: tuple[int, ...], message: str) -> None:
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    with pytest.raises(ValueError, match=message):
+        count_ops(net, shape)

@@ -241,6 +241,18 @@ def _make_input(model: nn.Module, input_shape: Sequence[int]) -> torch.Tensor:
     return torch.randn(shape, generator=gen).to(device=device, dtype=dtype)
 
 
+def _run_on(run: Callable[[nn.Module, torch.Tensor], Any], model: nn.Module, x: torch.Tensor) -> None:
+    """Run the model once; an input it cannot take (channels, too small a size) is a ``ValueError`` saying so."""
+    try:
+        run(model, x)
+    except RuntimeError as err:
+        if str(err).startswith("cost rule for "):
+            raise
+        raise ValueError(f"the model does not run on an input of shape {tuple(x.shape)}: {err}. Check input_shape="
+                         "(C, H, W): C must be the model's input channels (in_chans) and H, W large enough for "
+                         "its strides and kernels") from err
+
+
 def count_ops(
     model: nn.Module,
     input_shape: Sequence[int] | None = None,
@@ -369,9 +381,9 @@ def count_ops(
         with torch.no_grad():
             if mode is not None:
                 with set_mode(model, mode):
-                    run(model, x)
+                    _run_on(run, model, x)
             else:
-                run(model, x)
+                _run_on(run, model, x)
     finally:
         for h in handles:
             h.remove()
