@@ -288,6 +288,10 @@ def test_mmseg_tools_refuse_malicious_and_corrupted_checkpoints(tmp_path: Path) 
     (["--amp", "--device", "cpu"], "--amp with float16 needs a CUDA device"),
     (["--max-nonfinite-steps", "-1"], "--max-nonfinite-steps=-1"),
     (["--data-dir", "/nonexistent/fmnist"], "apt-get install dataset-fashion-mnist"),
+    (["--no-aug", "--aug-width-mult-list", "1.0", "2.0"], "--no-aug trains the target network alone, so "
+                                                          "--aug-width-mult-list would be ignored"),
+    (["--no-aug", "--sort-scope=augmented", "--aug-alpha", "0.5"], "--aug-alpha, --sort-scope would be ignored; "
+                                                                   "drop them or drop --no-aug"),
 ])
 def test_bad_arguments_give_one_clear_error(extra: list[str], message: str, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:

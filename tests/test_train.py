@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from shiftaddaug_plugin.data import resolve_fmnist_dir
+from shiftaddaug_plugin.train.args import AUGMENTATION_FLAGS
 
 REPO = Path(__file__).resolve().parents[1]
 FMNIST = resolve_fmnist_dir()
@@ -221,9 +222,20 @@ def test_remap_fc_is_pretrained_then_frozen_and_kept_out_of_the_optimizer(tmp_pa
         torch.testing.assert_close(final["state_dict"][key], ckpt["state_dict"][key], rtol=0, atol=0)
 
 
+def _direct(argv: list[str]) -> list[str]:
+    """``argv`` without the augmentation flags (with --no-aug the trainer refuses them)."""
+    out, skip = [], False
+    for token in argv:
+        if token.startswith("--"):
+            skip = token in AUGMENTATION_FLAGS
+        if not skip:
+            out.append(token)
+    return out
+
+
 @needs_fmnist
 def test_baseline_with_ema_and_block_variant_run(tmp_path: Path) -> None:
-    base = _run([*TINY, "--no-aug", "--model-ema", "--model-ema-decay", "0.9", "--output", str(tmp_path),
+    base = _run([*_direct(TINY), "--no-aug", "--model-ema", "--model-ema-decay", "0.9", "--output", str(tmp_path),
                  "--experiment", "base"])
     assert base["status"] == "finished" and base["exported_top1"] == base["eval_top1"]
     rows = (tmp_path / "base" / "summary.csv").read_text().strip().splitlines()

@@ -18,6 +18,7 @@ import argparse
 import ast
 import math
 import os
+import sys
 from typing import Any, Sequence
 
 __all__ = ["build_parser", "parse_args", "validate_args", "load_yaml_config", "BLOCK_VARIANT_SCHEDULES"]
@@ -218,7 +219,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.set_defaults(**load_yaml_config(known.config, parser))
     args = parser.parse_args(argv)
     validate_args(args)
+    _check_no_aug_flags(args, sys.argv[1:] if argv is None else list(argv))
     return args
+
+
+#: flags that only act while the hybrid network is trained; with --no-aug they would be silently ignored
+AUGMENTATION_FLAGS = ("--aug-alpha", "--aug-width-mult-list", "--aug-expand-list", "--width-aug-stop",
+                      "--sort-interval", "--sort-scope", "--sort-diagnostics", "--no-sort-remap")
+
+
+def _check_no_aug_flags(args: argparse.Namespace, argv: Sequence[str]) -> None:
+    """``--no-aug`` together with augmentation flags given on the command line is a contradiction (a config
+    file's augmentation keys are fine: ``--no-aug`` is how its baseline is run)."""
+    if not args.no_aug:
+        return
+    given = sorted({flag for token in argv if token.startswith("--") for flag in AUGMENTATION_FLAGS
+                    if len(token.split("=")[0]) > 2 and flag.startswith(token.split("=")[0])})
+    if given:
+        raise ValueError(f"--no-aug trains the target network alone, so {', '.join(given)} would be ignored; drop "
+                         f"{'it' if len(given) == 1 else 'them'} or drop --no-aug")
 
 
 def _positive_int(args: argparse.Namespace, name: str, *, allow_none: bool = False, minimum: int = 1) -> None:

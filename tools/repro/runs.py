@@ -53,10 +53,10 @@ def build_command(spec: RunSpec, budget: Budget, runs_dir: Path) -> list[str]:
             cmd += ["--holdout-val", str(budget.val_subset or 5000)]
         elif budget.val_subset is not None:
             cmd += ["--val-subset", str(budget.val_subset)]
-        if not spec.aug:
+        if spec.aug:  # NetAug's width list per model (docs/algorithms.md §4); the direct rows train the target alone
+            cmd += ["--aug-width-mult-list", *[str(v) for v in _NETAUG_WIDTH[spec.model]]]
+        else:
             cmd.append("--no-aug")
-        # NetAug's width list per model (docs/algorithms.md §4)
-        cmd += ["--aug-width-mult-list", *[str(v) for v in _NETAUG_WIDTH[spec.model]]]
         cmd += list(spec.extra)  # ablation flags come last: argparse keeps the last value
         if (out / "last.pth.tar").is_file() and run_status(spec, runs_dir) == "partial":
             cmd += ["--resume", str(out / "last.pth.tar")]
