@@ -88,6 +88,7 @@ bench: setup
 	$(PY) benchmarks/hybrid.py
 	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/integer_inference.py
+	$(PY) benchmarks/gpu_check.py
 
 demo: setup
 	$(PY) tools/demo.py
