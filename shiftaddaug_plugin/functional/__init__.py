@@ -15,6 +15,7 @@ from .shift import (
     shift_linear_integer,
     weight_to_sign_shift,
 )
+from .shift_fast_integer import shift_conv2d_integer_fast, shift_linear_integer_fast
 
 __all__ = [
     "ShiftQuantConfig",
@@ -27,7 +28,9 @@ __all__ = [
     "round_weight_to_power_of_two",
     "shift_conv2d",
     "shift_conv2d_integer",
+    "shift_conv2d_integer_fast",
     "shift_linear",
     "shift_linear_integer",
+    "shift_linear_integer_fast",
     "weight_to_sign_shift",
 ]

@@ -21,6 +21,7 @@ from ..functional.shift import (
     shift_linear,
     shift_linear_integer,
 )
+from ..functional.shift_fast_integer import shift_conv2d_integer_fast, shift_linear_integer_fast
 
 __all__ = ["ShiftConv2d", "ShiftLinear", "shift_quant_config", "shift_quant_repr"]
 
@@ -115,13 +116,14 @@ class ShiftConv2d(nn.Conv2d):
     def forward(self, x: Tensor) -> Tensor:  # noqa: D102 - float (training) path
         return self._conv_forward(x, self.weight, self.bias)
 
-    def integer_forward(self, x: Tensor) -> Tensor:
-        """Evaluate with integer shifts and additions only (:func:`shift_conv2d_integer`); no autograd."""
+    def integer_forward(self, x: Tensor, *, reference: bool = False) -> Tensor:
+        """Evaluate the integer shift path; no autograd. ``reference=True``: int64 shifts and additions only
+        (:func:`shift_conv2d_integer`); default: the fast executor with the bit-identical result
+        (:func:`~shiftaddaug_plugin.functional.shift_fast_integer.shift_conv2d_integer_fast`)."""
+        fn = shift_conv2d_integer if reference else shift_conv2d_integer_fast
         with torch.no_grad():
             x, padding = self._padded(x)
-            return shift_conv2d_integer(
-                x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups, self.quant_config
-            )
+            return fn(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups, self.quant_config)
 
     def power_of_two_weight(self) -> Tensor:
         """The quantised weight ``sign · 2^p`` the layer computes with (detached, for export and inspection)."""
@@ -175,10 +177,12 @@ class ShiftLinear(nn.Linear):
     def forward(self, x: Tensor) -> Tensor:  # noqa: D102 - float (training) path
         return shift_linear(x, self.weight, self.bias, self.quant_config)
 
-    def integer_forward(self, x: Tensor) -> Tensor:
-        """Evaluate with integer shifts and additions only (:func:`shift_linear_integer`); no autograd."""
+    def integer_forward(self, x: Tensor, *, reference: bool = False) -> Tensor:
+        """Evaluate the integer shift path; no autograd (``reference=True``: :func:`shift_linear_integer`, int64
+        only; default: the fast executor, bit-identical)."""
+        fn = shift_linear_integer if reference else shift_linear_integer_fast
         with torch.no_grad():
-            return shift_linear_integer(x, self.weight, self.bias, self.quant_config)
+            return fn(x, self.weight, self.bias, self.quant_config)
 
     def power_of_two_weight(self) -> Tensor:
         """The quantised weight ``sign · 2^p`` the layer computes with (detached, for export and inspection)."""
