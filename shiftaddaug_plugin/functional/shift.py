@@ -407,13 +407,19 @@ def input_to_fixed_point_int(x: Tensor, config: ShiftQuantConfig | None = None) 
         return scaled.to(torch.int64).clamp(lo, hi)
 
 
-def _check_no_overflow(x_int: Tensor, shift: Tensor, fan_in: int, bias_int: Tensor | None, bias_shift: int) -> None:
-    """Raise if ``Σ ±(X_int << P)`` could leave int64 (bound from the actual data)."""
+def accumulator_bound(x_int: Tensor, shift: Tensor, fan_in: int, bias_int: Tensor | None, bias_shift: int) -> int:
+    """An upper bound of ``|Σ ±(X_int << P) + (B_int << bias_shift)|`` and of every partial sum (from the data)."""
     max_x = int(x_int.abs().max()) if x_int.numel() else 0
     max_shift = int(shift.max()) if shift.numel() else 0
     bound = max_x * fan_in << max_shift
     if bias_int is not None and bias_int.numel():
         bound += int(bias_int.abs().max()) << bias_shift
+    return bound
+
+
+def _check_no_overflow(x_int: Tensor, shift: Tensor, fan_in: int, bias_int: Tensor | None, bias_shift: int) -> None:
+    """Raise if ``Σ ±(X_int << P)`` could leave int64 (bound from the actual data)."""
+    bound = accumulator_bound(x_int, shift, fan_in, bias_int, bias_shift)
     if bound >= 1 << 63:
         raise ValueError(
             f"integer shift path would overflow int64 (bound 2^{bound.bit_length()}, fan-in {fan_in}); "

@@ -28,6 +28,7 @@ from .shift import (
     _explicit_padding,
     _pair,
     _resolve,
+    accumulator_bound,
     input_to_fixed_point_int,
     shift_conv2d_integer,
     shift_linear_integer,
@@ -41,12 +42,7 @@ EXACT_FLOAT64_LIMIT = 1 << 53
 
 
 def _exact_in_float64(x_int: Tensor, shift: Tensor, fan_in: int, bias_int: Tensor | None, bias_shift: int) -> bool:
-    max_x = int(x_int.abs().max()) if x_int.numel() else 0
-    max_shift = int(shift.max()) if shift.numel() else 0
-    bound = (max_x * fan_in) << max_shift
-    if bias_int is not None and bias_int.numel():
-        bound += int(bias_int.abs().max()) << bias_shift
-    return bound < EXACT_FLOAT64_LIMIT
+    return accumulator_bound(x_int, shift, fan_in, bias_int, bias_shift) < EXACT_FLOAT64_LIMIT
 
 
 def shift_conv2d_integer_fast(
