@@ -42,13 +42,13 @@ def test_beyond_2_pow_53_it_falls_back_to_the_reference(monkeypatch: pytest.Monk
     w = torch.ones(2, 4, 3, 3, dtype=torch.float64)
     x_int = input_to_fixed_point_int(x, cfg)
     _, shift = weight_to_sign_shift(w, cfg)
-    assert not fast._exact_in_float64(x_int, shift, 36, None, 0)
+    assert fast.accumulator_bound(x_int, shift, 36, None, 0) >= fast.EXACT_FLOAT64_LIMIT
     calls = []
-    real = fast.shift_conv2d_integer
-    monkeypatch.setattr(fast, "shift_conv2d_integer", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = fast.accumulate_int64
+    monkeypatch.setattr(fast, "accumulate_int64", lambda *a, **k: calls.append(1) or real(*a, **k))
     out = shift_conv2d_integer_fast(x, w, None, 1, 1, 1, 1, cfg)
-    assert calls == [1] and torch.equal(out, real(x, w, None, 1, 1, 1, 1, cfg))
-    # and the exact case does not call the reference
+    assert calls == [1] and torch.equal(out, shift_conv2d_integer(x, w, None, 1, 1, 1, 1, cfg))
+    # and the exact case does not run the int64 accumulation
     calls.clear()
     shift_conv2d_integer_fast(torch.randn(1, 4, 3, 3), torch.randn(2, 4, 3, 3), None, 1, 1, 1, 1)
     assert calls == []

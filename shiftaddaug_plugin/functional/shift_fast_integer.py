@@ -25,24 +25,17 @@ from .shift import (
     IntPair,
     Padding,
     ShiftQuantConfig,
-    _explicit_padding,
-    _pair,
-    _resolve,
+    accumulate_int64,
     accumulator_bound,
-    input_to_fixed_point_int,
-    shift_conv2d_integer,
-    shift_linear_integer,
-    weight_to_sign_shift,
+    integer_conv_operands,
+    integer_conv_output,
+    linear_via_conv,
 )
 
 __all__ = ["shift_conv2d_integer_fast", "shift_linear_integer_fast", "EXACT_FLOAT64_LIMIT"]
 
 #: float64 represents every integer of magnitude below 2^53 exactly
 EXACT_FLOAT64_LIMIT = 1 << 53
-
-
-def _exact_in_float64(x_int: Tensor, shift: Tensor, fan_in: int, bias_int: Tensor | None, bias_shift: int) -> bool:
-    return accumulator_bound(x_int, shift, fan_in, bias_int, bias_shift) < EXACT_FLOAT64_LIMIT
 
 
 def shift_conv2d_integer_fast(
@@ -56,35 +49,20 @@ def shift_conv2d_integer_fast(
     config: ShiftQuantConfig | None = None,
 ) -> Tensor:
     """:func:`shift_conv2d_integer`'s result, bit for bit, via one float64 convolution when that is exact (see the
-    module docstring); the int64 reference otherwise. Same arguments and errors."""
-    cfg = _resolve(config)
-    if not cfg.quantize_input or x.dim() != 4 or weight.dim() != 4:  # the reference raises the right error
-        return shift_conv2d_integer(x, weight, bias, stride, padding, dilation, groups, config)
-    o, cg, kh, kw = weight.shape
-    if not isinstance(groups, int) or groups < 1 or x.shape[1] != cg * groups or o % groups != 0:
-        return shift_conv2d_integer(x, weight, bias, stride, padding, dilation, groups, config)
-    sh, sw = _pair(stride, "stride")
-    dh, dw = _pair(dilation, "dilation")
-    top, bottom, left, right = _explicit_padding(padding, (kh, kw), (sh, sw), (dh, dw))
-    x_int = F.pad(input_to_fixed_point_int(x, cfg), (left, right, top, bottom))
-    sign, shift = weight_to_sign_shift(weight, cfg)
-    bias_int = input_to_fixed_point_int(bias, cfg) if bias is not None else None
-    if not _exact_in_float64(x_int, shift, cg * kh * kw, bias_int, -cfg.p_min):
-        return shift_conv2d_integer(x, weight, bias, stride, padding, dilation, groups, config)
-    w64 = sign.to(torch.float64) * torch.ldexp(torch.ones_like(shift, dtype=torch.float64), shift)
-    b64 = None if bias_int is None else torch.ldexp(bias_int.to(torch.float64),
-                                                    torch.full_like(bias_int, -cfg.p_min))
-    acc = F.conv2d(x_int.to(torch.float64), w64, b64, (sh, sw), 0, (dh, dw), groups)
-    return (acc * 2.0 ** (cfg.p_min - cfg.act_frac_bits)).to(x.dtype)
+    module docstring); the int64 accumulation otherwise. Same arguments and errors."""
+    ops = integer_conv_operands(x, weight, bias, stride, padding, dilation, groups, config)
+    o, cg, kh, kw = ops.sign.shape
+    if accumulator_bound(ops.x_int, ops.shift, cg * kh * kw, ops.bias_int, -ops.config.p_min) >= EXACT_FLOAT64_LIMIT:
+        return integer_conv_output(accumulate_int64(ops), ops)
+    w64 = torch.ldexp(ops.sign.to(torch.float64), ops.shift)
+    b64 = None if ops.bias_int is None else torch.ldexp(ops.bias_int.to(torch.float64),
+                                                        torch.full_like(ops.bias_int, -ops.config.p_min))
+    acc = F.conv2d(ops.x_int.to(torch.float64), w64, b64, ops.stride, 0, ops.dilation, ops.groups)
+    return integer_conv_output(acc, ops)
 
 
 def shift_linear_integer_fast(
     x: Tensor, weight: Tensor, bias: Tensor | None = None, config: ShiftQuantConfig | None = None
 ) -> Tensor:
     """:func:`shift_linear_integer`'s result, bit for bit (see :func:`shift_conv2d_integer_fast`)."""
-    if weight.dim() != 2 or x.dim() < 1 or x.shape[-1] != weight.shape[1]:
-        return shift_linear_integer(x, weight, bias, config)  # raises the reference's error
-    lead = x.shape[:-1]
-    flat = x.reshape(-1, weight.shape[1], 1, 1)
-    out = shift_conv2d_integer_fast(flat, weight[:, :, None, None], bias, config=config)
-    return out.reshape(*lead, weight.shape[0])
+    return linear_via_conv(shift_conv2d_integer_fast, x, weight, bias, config)
