@@ -150,9 +150,9 @@ def analyze(
             raise ValueError(f"module '{name}' is the same object as '{seen[id(module)]}'; a shared layer cannot be "
                              "rewritten at one place only. Give each place its own module or exclude it (filter_fn)")
         seen.setdefault(id(module), name)
+    watched = (*GUARDED_BASES, *UNSUPPORTED_MULT_TYPES)  # an exclusion of these is recorded for the audit
     for name, module in model.named_modules():
         kind = layer_kind(name, module, table) if filter_fn is None or filter_fn(module, name) else None
-        watched = (*GUARDED_BASES, *UNSUPPORTED_MULT_TYPES)
         if kind is None and filter_fn is not None and (type(module) in table or isinstance(module, watched)):
             excluded.append(name)
         for tensor in (*module.parameters(recurse=False), *module.buffers(recurse=False)):

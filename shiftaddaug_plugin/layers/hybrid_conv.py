@@ -202,6 +202,11 @@ class HybridConv2d(nn.Conv2d):
         mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
         return F.pad(x, pad, mode=mode)
 
+    @property
+    def target_is_multiplicative(self) -> bool:
+        """The target part multiplies: ``op='mult'`` (NetAug) or MF switched off (block-variant schedule)."""
+        return not self.mf_enabled or self.op == "mult"
+
     def _target_weight(self) -> Tensor:
         if self.depthwise:
             return self.weight[: self._target_out]
@@ -225,7 +230,7 @@ class HybridConv2d(nn.Conv2d):
         padding, _ = self._geometry()
         groups = self._target_out if self.depthwise else 1
         w, b = self._target_weight(), self._target_bias()
-        if not self.mf_enabled or self.op == "mult":
+        if self.target_is_multiplicative:
             return F.conv2d(x_t, w, b, self.stride, padding, self.dilation, groups)
         if self.op == "shift":
             return shift_conv2d(x_t, w, b, self.stride, padding, self.dilation, groups, self.quant_config)
@@ -254,7 +259,7 @@ class HybridConv2d(nn.Conv2d):
                              f"and in_channels={self.in_channels} input channels, got {c_in}")
         x = self._pre_pad(x)
         padding, _ = self._geometry()
-        if not self.mf_enabled or self.op == "mult":  # every part of eq. 4 multiplicative: one conv over the slice
+        if self.target_is_multiplicative:  # every part of eq. 4 multiplicative: one conv over the slice
             return self._mult_augmented(x, c_in, padding)
         x_t, x_a = x[:, : self._target_in], x[:, self._target_in:]
         y_t = self._mf(x_t)
@@ -301,7 +306,7 @@ class HybridConv2d(nn.Conv2d):
         )
         shift_kwargs = {k: v for k, v in self.op_kwargs.items() if k in SHIFT_KWARGS}
         with torch.no_grad():
-            if not self.mf_enabled or self.op == "mult":
+            if self.target_is_multiplicative:
                 out: nn.Conv2d = nn.Conv2d(self._target_in, self._target_out, **common)
             elif self.op == "shift":
 

@@ -233,8 +233,8 @@ def _check_no_aug_flags(args: argparse.Namespace, argv: Sequence[str]) -> None:
     file's augmentation keys are fine: ``--no-aug`` is how its baseline is run)."""
     if not args.no_aug:
         return
-    given = sorted({flag for token in argv if token.startswith("--") for flag in AUGMENTATION_FLAGS
-                    if len(token.split("=")[0]) > 2 and flag.startswith(token.split("=")[0])})
+    options = {token.split("=")[0] for token in argv if token.startswith("--") and len(token.split("=")[0]) > 2}
+    given = sorted(flag for flag in AUGMENTATION_FLAGS if any(flag.startswith(o) for o in options))  # abbreviations
     if given:
         raise ValueError(f"--no-aug trains the target network alone, so {', '.join(given)} would be ignored; drop "
                          f"{'it' if len(given) == 1 else 'them'} or drop --no-aug")
