@@ -23,11 +23,10 @@ from shiftaddaug_plugin.functional.shift import (
     quantize_input_fixed_point,
     round_weight_to_power_of_two,
     shift_conv2d,
-    shift_conv2d_integer,
     shift_linear,
-    shift_linear_integer,
     weight_to_sign_shift,
 )
+from shiftaddaug_plugin.functional.shift_integer import shift_conv2d_integer, shift_linear_integer
 from shiftaddaug_plugin.layers.shift import ShiftConv2d, ShiftLinear
 
 # ------------------------------------------------------------------------------------------- NumPy references

@@ -10,12 +10,11 @@ from .shift import (
     quantize_input_fixed_point,
     round_weight_to_power_of_two,
     shift_conv2d,
-    shift_conv2d_integer,
     shift_linear,
-    shift_linear_integer,
     weight_to_sign_shift,
 )
 from .shift_fast_integer import shift_conv2d_integer_fast, shift_linear_integer_fast
+from .shift_integer import shift_conv2d_integer, shift_linear_integer
 
 __all__ = [
     "ShiftQuantConfig",

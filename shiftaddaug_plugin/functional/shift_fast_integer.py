@@ -1,6 +1,6 @@
 """Fast executor of the integer shift path: the same integer accumulator, computed by a float64 convolution.
 
-The integer path (:func:`~shiftaddaug_plugin.functional.shift.shift_conv2d_integer`, docs/algorithms.md §1) computes
+The integer path (:func:`.shift_integer.shift_conv2d_integer`, docs/algorithms.md §1) computes
 
     ``acc = Σ_{c, tap} sign · (X_int << P)  +  (B_int << -p_min)``,    ``Y = 2^(p_min - f) · acc``
 
@@ -21,10 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .shift import (
-    IntPair,
-    Padding,
-    ShiftQuantConfig,
+from .shift import IntPair, Padding, ShiftQuantConfig
+from .shift_integer import (
     accumulate_int64,
     accumulator_bound,
     integer_conv_operands,

@@ -17,11 +17,10 @@ from ..functional.shift import (
     ShiftQuantConfig,
     round_weight_to_power_of_two,
     shift_conv2d,
-    shift_conv2d_integer,
     shift_linear,
-    shift_linear_integer,
 )
 from ..functional.shift_fast_integer import shift_conv2d_integer_fast, shift_linear_integer_fast
+from ..functional.shift_integer import shift_conv2d_integer, shift_linear_integer
 
 __all__ = ["ShiftConv2d", "ShiftLinear", "shift_quant_config", "shift_quant_repr"]
 
