@@ -292,6 +292,19 @@ def test_backend_selection_and_validation(monkeypatch) -> None:
     assert adder_mod.resolve_backend("compiled") == "compiled"
 
 
+def test_eager_adders_forces_eager_inside_the_block_only(monkeypatch) -> None:
+    monkeypatch.setenv(adder_mod.BACKEND_ENV, "compiled")
+    with adder_mod.eager_adders():
+        assert adder_mod.resolve_backend() == "eager" and adder_mod.resolve_backend("compiled") == "eager"
+        with adder_mod.eager_adders():
+            pass
+        assert adder_mod.resolve_backend() == "eager"  # a nested block restores what it found
+    assert adder_mod.resolve_backend() == "compiled"
+    with pytest.raises(KeyError), adder_mod.eager_adders():
+        raise KeyError("restored on errors too")
+    assert adder_mod.resolve_backend() == "compiled"
+
+
 def test_auto_backend_falls_back_to_eager_once_when_compile_fails(monkeypatch) -> None:
     def broken_compile(*args, **kwargs):
         raise RuntimeError("no C++ compiler (simulated)")

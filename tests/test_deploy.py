@@ -73,7 +73,16 @@ def test_onnx_runtime_matches_pytorch_and_hides_no_multiplication(model: str, op
     mults = audit.of_kind("mult")
     assert [name for name, _, _ in mults] == ["/conv_stem/Conv"] and report.multiplicative_layers == ["conv_stem"]
     assert audit.counts()["shift"] >= (3 if op == "adder" else 30)  # adder nets: the shift classifier + SE convs
-    meta = {p.key: json.loads(p.value) for p in onnx.load(str(path)).metadata_props}
+    adders = [n for n, o in layer_operators(net).items() if o in ("adder", "shiftadd")]
+    assert audit.functions.get("shiftaddaug.AdderConv2d", 0) == len(adders) and bool(adders) == (op != "shift")
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    calls = [n for n in proto.graph.node if n.domain == "shiftaddaug"]
+    assert {(f.domain, f.name, f.overload) for f in proto.functions} == {(n.domain, n.op_type, n.overload)
+                                                                          for n in calls}
+    assert all({a.name for a in n.attribute} == {"kernel_shape", "strides", "pads", "dilations", "group"}
+               for n in calls)
+    meta = {p.key: json.loads(p.value) for p in proto.metadata_props}
     assert meta["shiftaddaug.layers"] == layer_operators(net)
     assert meta["shiftaddaug.cost"]["mults"] == report.totals()["mults"]
     assert set(meta["shiftaddaug.quantisation"]) == {n for n, o in layer_operators(net).items()
@@ -98,6 +107,24 @@ def test_audit_finds_a_hidden_multiplication(tmp_path) -> None:
     torch.onnx.export(Scale(), (torch.randn(1, 4),), str(tmp_path / "s.onnx"), dynamo=False)
     kinds = sorted(kind for _, _, kind in audit_onnx(tmp_path / "s.onnx").nodes)
     assert kinds == ["mult", "shift"]
+
+
+def test_audit_finds_a_multiplication_hidden_in_an_adder_function(tmp_path) -> None:
+    from onnx import helper
+
+    from shiftaddaug_plugin.layers import AdderConv2d
+
+    net = nn.Sequential(AdderConv2d(4, 6, 3, padding=1), nn.ReLU(), AdderConv2d(6, 6, 1))
+    path = export_onnx(net, tmp_path / "m.onnx", torch.randn(1, 4, 8, 8))
+    assert audit_onnx(path, allowed=[]).functions == {"shiftaddaug.AdderConv2d": 2}
+    proto = onnx.load(str(path))
+    body = next(f for f in proto.functions if f.overload.startswith("k1x1"))
+    y = body.output[0]
+    body.node[-1].output[0] = "y_before"  # Y = 3 * (what the body computed): a multiplication inside the function
+    body.node.extend([helper.make_node("Constant", [], ["three"], value=helper.make_tensor("t", 1, [], [3.0])),
+                      helper.make_node("Mul", ["y_before", "three"], [y], name="Mul_hidden")])
+    with pytest.raises(ValueError, match=r"hidden multiplication.*/2/AdderConv2d/Mul_hidden"):
+        audit_onnx(proto, allowed=[])
 
 
 @pytest.mark.parametrize("shape", [(4, 6, 3, 1, 1, 1), (8, 8, 3, 2, 1, 8), (8, 8, 5, 1, 2, 8), (6, 4, 1, 1, 0, 1),

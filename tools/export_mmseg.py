@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """Turn a ShiftAddAug MMSegmentation training checkpoint into the exported MF target checkpoint, and print its
-operator counts (multiplications / shifts / additions, energy; docs/algorithms.md §8)::
+operator counts (multiplications / shifts / additions, energy; docs/algorithms.md §8); with ``--onnx`` also write it
+as an ONNX model, checked in ONNX Runtime and audited for hidden multiplications (docs/deploy.md)::
 
     python tools/export_mmseg.py CONFIG work_dirs/x/iter_400.pth [--out PATH] [--recalib-images N]
-        [--input-size H W] [--counts-json PATH] [--cfg-options k=v ...]
+        [--input-size H W] [--counts-json PATH] [--onnx OUT.onnx] [--cfg-options k=v ...]
+    python tools/export_mmseg.py CONFIG work_dirs/x/iter_400_mf_target.pth --onnx OUT.onnx   # already exported
 
 BN statistics are recalibrated on ``--recalib-images`` training images first (default: the ShiftAddAugHook's
 setting in the config, with its seed, so the result equals the hook's own export); ``--recalib-images 0`` keeps
@@ -33,6 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="image size for the operator counts (default: model.example_input_shape)")
     parser.add_argument("--per-layer", action="store_true", help="print the per-layer operator table too")
     parser.add_argument("--counts-json", help="also write the operator counts as JSON here")
+    parser.add_argument("--onnx", metavar="OUT", help="also write the exported target as ONNX (logits at the input "
+                        "size), check it in ONNX Runtime and audit it")
+    parser.add_argument("--onnx-batch", type=int, default=2, help="batch size of the ONNX parity check (default 2)")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config settings")
     return parser.parse_args(argv)
 
@@ -51,11 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     from mmseg.registry import MODELS
 
     import shiftaddaug_plugin.mmseg_ext  # noqa: F401  (registrations)
-    from shiftaddaug_plugin.cost import count_ops
-    from shiftaddaug_plugin.cost.report import format_report
     from shiftaddaug_plugin.mmseg_ext.export import (
         build_deploy_model,
         export_checkpoint_path,
+        is_exported_checkpoint,
         load_exported,
         save_exported,
     )
@@ -76,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"export_mmseg: error: {err}") from None
     if "state_dict" not in checkpoint:
         raise SystemExit(f"{args.checkpoint} has no 'state_dict'; pass an mmengine training checkpoint")
+    if is_exported_checkpoint(checkpoint):  # already exported: counts and ONNX only
+        deploy = build_deploy_model(cfg, checkpoint)
+        return _report(args, deploy, model.example_input_shape)
     model.load_state_dict(checkpoint["state_dict"], strict=True)
     meta = checkpoint.get("meta") or {}
 
@@ -93,8 +100,16 @@ def main(argv: list[str] | None = None) -> int:
                   dataset_meta=meta.get("dataset_meta"))
     print(f"exported MF target: {out}")
 
-    deploy = build_deploy_model(cfg, load_exported(out))
-    shape = model.example_input_shape
+    return _report(args, build_deploy_model(cfg, load_exported(out)), model.example_input_shape)
+
+
+def _report(args: argparse.Namespace, deploy: Any, shape: Any) -> int:
+    """Operator counts of the deploy model, and its ONNX file with ``--onnx``."""
+    import torch
+
+    from shiftaddaug_plugin.cost import count_ops
+    from shiftaddaug_plugin.cost.report import format_report
+
     size = tuple(args.input_size) if args.input_size else tuple(shape[2:])
     report = count_ops(deploy, input_shape=(shape[1], *size))
     print(f"operator counts at {shape[1]}x{size[0]}x{size[1]}:")
@@ -103,6 +118,18 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.counts_json, "w") as f:
             json.dump(report.to_dict(), f, indent=1, default=str)
         print(f"counts written to {args.counts_json}")
+    if args.onnx:
+        from shiftaddaug_plugin.deploy.segmentor_onnx import export_segmentor_onnx
+        from shiftaddaug_plugin.deploy.verify import check_onnx
+
+        x = torch.randn(max(1, args.onnx_batch), shape[1], *size, generator=torch.Generator().manual_seed(0))
+        print(f"exporting to ONNX at {shape[1]}x{size[0]}x{size[1]} ...", flush=True)
+        path, net = export_segmentor_onnx(deploy, args.onnx, x, metadata={"shiftaddaug.config": args.config})
+        print(f"wrote {path}; checking in ONNX Runtime and auditing the graph ...", flush=True)
+        try:
+            print(check_onnx(net, path, x).format("per-pixel label"))
+        except ValueError as err:
+            raise SystemExit(f"export_mmseg: error: {err}") from None
     return 0
 
 

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
+from ..functional.adder import eager_adders
 from ..modes import Mode, set_mode
 from .energy import DEFAULT_ENERGY_TABLE, PRECISION_BITS, EnergyTable, check_precision
 from .rules import (
@@ -242,9 +243,11 @@ def _make_input(model: nn.Module, input_shape: Sequence[int]) -> torch.Tensor:
 
 
 def _run_on(run: Callable[[nn.Module, torch.Tensor], Any], model: nn.Module, x: torch.Tensor) -> None:
-    """Run the model once; an input it cannot take (channels, too small a size) is a ``ValueError`` saying so."""
+    """Run the model once; an input it cannot take (channels, too small a size) is a ``ValueError`` saying so. Adder
+    layers run eagerly: only shapes matter here, and compiling each adder shape would cost minutes."""
     try:
-        run(model, x)
+        with eager_adders():
+            run(model, x)
     except RuntimeError as err:
         if str(err).startswith("cost rule for "):
             raise

@@ -2,8 +2,9 @@
 
 :func:`export_onnx` takes the slim network that :func:`shiftaddaug_plugin.convert.export` produced (a timm model or
 any ``nn.Module`` built from our MF layers), replaces every MF layer by its standard-op twin
-(:mod:`.onnx_layers`), traces it with ``torch.onnx.export`` (batch dimension dynamic) and writes the file atomically
-with metadata a hardware tool chain can read:
+(:mod:`.onnx_layers`), traces it with ``torch.onnx.export`` (batch dimension dynamic), attaches the functions that
+define the adder nodes (:mod:`.onnx_functions`) and writes the file atomically with metadata a hardware tool chain
+can read:
 
 * ``shiftaddaug.layers``: ``{layer name: operator}`` of every conv / linear layer (``shift``, ``adder``,
   ``shiftadd``, ``mult``);
@@ -32,7 +33,8 @@ from ..layers.adder import AdderConv2d
 from ..layers.shift import ShiftConv2d, ShiftLinear
 from ..layers.shiftadd import ShiftAddConv2d
 from ..protocol import hybrid_modules
-from .onnx_layers import onnx_twin
+from .onnx_functions import attach_adder_functions
+from .onnx_layers import ADDER_DOMAIN, onnx_twin
 
 __all__ = ["export_onnx", "onnx_ready", "layer_operators"]
 
@@ -94,9 +96,9 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str], example_input: t
         torch.onnx.export(ready, (example_input,), buffer, dynamo=False, opset_version=opset,  # type: ignore[arg-type]
                           input_names=["input"], output_names=["output"],
                           dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-                          training=torch.onnx.TrainingMode.EVAL,
+                          training=torch.onnx.TrainingMode.EVAL, custom_opsets={ADDER_DOMAIN: 1},
                           do_constant_folding=False)  # folding would fuse BN into shift convs
-    proto = onnx.load_from_string(buffer.getvalue())
+    proto = attach_adder_functions(onnx.load_from_string(buffer.getvalue()), opset)
     report = count_ops(model, tuple(example_input.shape[1:]))
     props = {
         "shiftaddaug.layers": layer_operators(model),

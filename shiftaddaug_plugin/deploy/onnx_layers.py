@@ -6,13 +6,18 @@ operations every ONNX runtime has:
 * shift conv / linear (DeepShift-Q, paper eq. 1-2): ``x_q = clip(floor(x * 2^f) * 2^-f, lo, hi)`` (``Round`` for
   ``act_rounding='round'``; both scalings are powers of two, i.e. shifts), then ``Conv`` / ``Gemm`` with the
   power-of-two weights ``sign * 2^p`` stored as constants and the fixed-point bias;
-* adder conv (AdderNet, paper eq. 3): ``Y = -sum_{c, taps} |X_patch - W|``: zero padding, patch extraction
-  (``unfold``), ``Sub``, ``Abs``, ``ReduceSum``, ``Neg`` (+ bias);
+* adder conv (AdderNet, paper eq. 3): one custom-domain node ``shiftaddaug.AdderConv2d`` (inputs ``X``, ``W``
+  [, ``B``]; attributes as ``Conv``'s) defined by an ONNX function in standard ops, ``Y = -sum_{c, taps}
+  |X_patch - W|``: zero padding, patch extraction (``unfold``), ``Sub``, ``Abs``, ``ReduceSum``, ``Neg`` (+ bias),
+  so any runtime executes it and a hardware tool chain can map the node to its own kernel;
 * shift-add: the shift twin then the adder twin.
 
 The twins hold detached constants: they are for inference only.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +33,15 @@ from ..layers.adder import AdderConv2d
 from ..layers.shift import ShiftConv2d, ShiftLinear
 from ..layers.shiftadd import ShiftAddConv2d
 
-__all__ = ["OnnxShiftConv2d", "OnnxShiftLinear", "OnnxAdderConv2d", "onnx_twin", "fixed_point"]
+__all__ = ["OnnxShiftConv2d", "OnnxShiftLinear", "OnnxAdderConv2d", "AdderGeometry2d", "adder_conv_standard_ops",
+           "onnx_twin", "fixed_point", "ADDER_DOMAIN", "ADDER_OP", "OVERLOAD_ATTR"]
+
+#: The custom ONNX domain and op of adder convolutions (defined by ONNX functions, :mod:`.onnx_functions`).
+ADDER_DOMAIN, ADDER_OP = "shiftaddaug", "AdderConv2d"
+#: Namespace of the torch custom op that traces to the ONNX adder node.
+TORCH_OP_NAMESPACE = "shiftaddaug"
+#: Temporary node attribute that carries the function overload from tracing to :mod:`.onnx_functions`.
+OVERLOAD_ATTR = "shiftaddaug_overload"
 
 
 def fixed_point(x: Tensor, cfg: ShiftQuantConfig) -> Tensor:
@@ -102,8 +115,93 @@ class OnnxShiftLinear(nn.Module):
         return F.linear(x, self.weight, self.bias)
 
 
+@dataclass(frozen=True)
+class AdderGeometry2d:
+    """The static configuration of one adder conv (the attributes of its ONNX node)."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+    out_channels: int
+    bias: bool
+
+    @property
+    def overload(self) -> str:
+        """The ONNX function overload that implements this configuration."""
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel, self.stride, self.padding, self.dilation
+        return f"k{kh}x{kw}_s{sh}x{sw}_p{ph}x{pw}_d{dh}x{dw}_g{self.groups}_o{self.out_channels}" + \
+            ("_b" if self.bias else "")
+
+
+def adder_conv_standard_ops(x: Tensor, weight: Tensor, bias: Tensor | None, geo: AdderGeometry2d) -> Tensor:
+    """``Y = -sum_{c, taps} |X_patch - W|`` (+ bias) written with ``unfold``, ``Sub``, ``Abs``, ``ReduceSum``,
+    ``Neg``: the body of the ``shiftaddaug.AdderConv2d`` ONNX function (zero padding counts as ``x = 0``)."""
+    n, _, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = geo.kernel, geo.stride, geo.padding, geo.dilation
+    g, o = geo.groups, geo.out_channels
+    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    if geo.kernel == (1, 1) and geo.padding == (0, 0):  # pointwise: the patches are the (strided) pixels
+        cols = x[:, :, ::sh, ::sw]
+    else:
+        cols = F.unfold(x, geo.kernel, dilation=geo.dilation, padding=geo.padding, stride=geo.stride)
+    cols = cols.reshape(n, g, 1, -1, ho * wo)  # (N, G, 1, Cg*kh*kw, L)
+    wg = weight.reshape(1, g, o // g, -1, 1)  # (c, kh, kw) order within a group, as unfold's
+    y = -(cols - wg).abs().sum(dim=3).reshape(n, o, ho * wo)  # (N, O, L)
+    if bias is not None:
+        y = y + bias.reshape(1, o, 1)
+    return y.reshape(n, o, ho, wo)
+
+
+def _output_size(size: int, k: int, s: int, p: int, d: int) -> int:
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+@torch.library.custom_op(f"{TORCH_OP_NAMESPACE}::adder_conv2d_standard_ops", mutates_args=())
+def _adder_conv_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], kernel: list[int], stride: list[int],
+                   padding: list[int], dilation: list[int], groups: int) -> Tensor:
+    """Eager: :func:`adder_conv_standard_ops`. Traced for ONNX: one ``shiftaddaug::AdderConv2d`` node (below)."""
+    geo = AdderGeometry2d((kernel[0], kernel[1]), (stride[0], stride[1]), (padding[0], padding[1]),
+                          (dilation[0], dilation[1]), groups, weight.shape[0], bias is not None)
+    return adder_conv_standard_ops(x, weight, bias, geo)
+
+
+@_adder_conv_op.register_fake
+def _(x: Tensor, weight: Tensor, bias: Optional[Tensor], kernel: list[int], stride: list[int], padding: list[int],
+      dilation: list[int], groups: int) -> Tensor:
+    ho, wo = (_output_size(x.shape[2 + i], kernel[i], stride[i], padding[i], dilation[i]) for i in range(2))
+    return x.new_empty(x.shape[0], weight.shape[0], ho, wo)
+
+
+def _adder_conv_symbolic(g: Any, x: Any, weight: Any, bias: Any, kernel: Any, stride: Any, padding: Any,
+                         dilation: Any, groups: Any) -> Any:
+    """The ONNX node of an adder conv, with Conv's attributes; :mod:`.onnx_functions` attaches its definition."""
+    from torch.onnx import symbolic_helper as sh
+
+    k, s, p, d = (list(sh._maybe_get_const(v, "is")) for v in (kernel, stride, padding, dilation))
+    grp = int(sh._maybe_get_const(groups, "i"))
+    has_bias = not sh._is_none(bias)
+    w_sizes = sh._get_tensor_sizes(weight)
+    geo = AdderGeometry2d((k[0], k[1]), (s[0], s[1]), (p[0], p[1]), (d[0], d[1]), grp, int(w_sizes[0]), has_bias)
+    y = g.op(f"{ADDER_DOMAIN}::{ADDER_OP}", x, weight, *([bias] if has_bias else []), kernel_shape_i=k,
+             strides_i=s, pads_i=[p[0], p[1], p[0], p[1]], dilations_i=d, group_i=grp,
+             **{f"{OVERLOAD_ATTR}_s": geo.overload})
+    sizes = sh._get_tensor_sizes(x)
+    if sizes is not None and len(sizes) == 4:
+        out = [None if sizes[2 + i] is None else _output_size(sizes[2 + i], k[i], s[i], p[i], d[i]) for i in range(2)]
+        y.setType(x.type().with_sizes([sizes[0], geo.out_channels, *out]))
+    return y
+
+
+for _opset in range(9, 21):
+    torch.onnx.register_custom_op_symbolic(f"{TORCH_OP_NAMESPACE}::adder_conv2d_standard_ops", _adder_conv_symbolic,
+                                           _opset)
+
+
 class OnnxAdderConv2d(nn.Module):
-    """``-sum |patch - w|`` in standard ops (an :class:`AdderConv2d`; zero padding counts as ``x = 0``)."""
+    """An :class:`AdderConv2d` for inference and ONNX export: one ``shiftaddaug.AdderConv2d`` node."""
 
     weight: Tensor
     bias: Tensor | None
@@ -113,28 +211,16 @@ class OnnxAdderConv2d(nn.Module):
         if isinstance(layer.padding, str) or layer.padding_mode != "zeros":
             raise ValueError(f"AdderConv2d(padding={layer.padding!r}, padding_mode={layer.padding_mode!r}) cannot "
                              "be exported to ONNX; use integer zero padding")
-        self.kernel, self.stride = _pair(layer.kernel_size), _pair(layer.stride)
-        self.padding, self.dilation = _pair(layer.padding), _pair(layer.dilation)  # type: ignore[arg-type]
-        self.groups = layer.groups
-        o, cg = layer.out_channels, layer.in_channels // layer.groups
-        with torch.no_grad():  # (G, O/G, Cg * kh * kw, 1): matches unfold's (c, kh, kw) order within a group
-            w = layer.weight.detach().reshape(self.groups, o // self.groups, cg * self.kernel[0] * self.kernel[1], 1)
-            self.register_buffer("weight", w.clone())
-            self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().reshape(1, o, 1).clone())
-        self.out_channels = o
+        self.geometry = AdderGeometry2d(_pair(layer.kernel_size), _pair(layer.stride),
+                                        _pair(layer.padding), _pair(layer.dilation),  # type: ignore[arg-type]
+                                        layer.groups, layer.out_channels, layer.bias is not None)
+        self.register_buffer("weight", layer.weight.detach().clone())
+        self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().clone())
 
     def forward(self, x: Tensor) -> Tensor:
-        n, _, h, w = x.shape
-        kh, kw = self.kernel
-        ho = (h + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
-        wo = (w + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
-        cols = F.unfold(x, self.kernel, dilation=self.dilation, padding=self.padding, stride=self.stride)
-        cols = cols.reshape(n, self.groups, 1, -1, ho * wo)  # (N, G, 1, Cg*k*k, L)
-        y = -(cols - self.weight.unsqueeze(0)).abs().sum(dim=3)  # (N, G, O/G, L)
-        y = y.reshape(n, self.out_channels, ho * wo)
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(n, self.out_channels, ho, wo)
+        geo = self.geometry
+        return _adder_conv_op(x, self.weight, self.bias, list(geo.kernel), list(geo.stride), list(geo.padding),
+                              list(geo.dilation), geo.groups)
 
 
 def onnx_twin(module: nn.Module) -> nn.Module | None:

@@ -3,7 +3,7 @@
 * ``shift``: DeepShift-Q power-of-two weights and fixed-point inputs (docs/algorithms.md §1), float and integer paths.
 * ``adder``: AdderNet ``-Σ|x - w|`` with its full-precision / adaptive-scaled backward (docs/algorithms.md §2).
 """
-from .adder import adder_conv2d, autotune_choices, clear_autotune_cache, resolve_backend
+from .adder import adder_conv2d, autotune_choices, clear_autotune_cache, eager_adders, resolve_backend
 from .shift import (
     ShiftQuantConfig,
     input_to_fixed_point_int,
@@ -21,6 +21,7 @@ __all__ = [
     "adder_conv2d",
     "autotune_choices",
     "clear_autotune_cache",
+    "eager_adders",
     "input_to_fixed_point_int",
     "quantize_input_fixed_point",
     "resolve_backend",

@@ -29,6 +29,8 @@ Backends (``backend=`` argument, else the ``SHIFTADDAUG_ADDER_BACKEND`` environm
 * ``auto``: ``compiled``; if ``torch.compile`` is unavailable or fails once, a warning is issued once and the
   eager path is used for the rest of the process. Inside an outer ``torch.compile`` trace the plain (uncompiled)
   formulations are emitted so that the outer compiler fuses them.
+* ``with eager_adders():`` forces ``eager`` for one block, whatever the setting (one-off passes such as the cost
+  counter's, where compiling every layer shape would cost minutes).
 
 Dynamo's recompile limit is raised on first use (a tiny network has more than 8 adder layer shapes; past the
 limit dynamo would silently run the formulation eagerly and materialise ``N*O*C*k*k*L`` tensors), and every
@@ -36,12 +38,13 @@ compiled call runs with ``fail_on_recompile_limit_hit`` so that hitting it can n
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
 import time
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +59,7 @@ __all__ = [
     "AUTOTUNE_ENV",
     "CHUNK_MB_ENV",
     "resolve_backend",
+    "eager_adders",
     "autotune_choices",
     "clear_autotune_cache",
     "forward_candidates",
@@ -95,6 +99,7 @@ _compiled_fns: Dict[str, Callable[..., Tensor]] = {}
 _autotune_cache: Dict[Tuple, str] = {}
 _compile_failure: Optional[str] = None
 _limits_raised = False
+_forced_eager = threading.local()
 
 IntOrPair = Union[int, Sequence[int]]
 
@@ -182,7 +187,20 @@ def _is_compiling() -> bool:
     return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
 
 
+@contextlib.contextmanager
+def eager_adders() -> Iterator[None]:
+    """Run every adder call of this thread on the ``eager`` backend inside the block (any ``backend`` setting)."""
+    before = getattr(_forced_eager, "on", False)
+    _forced_eager.on = True
+    try:
+        yield
+    finally:
+        _forced_eager.on = before
+
+
 def _parse_backend(backend: Optional[str]) -> str:
+    if getattr(_forced_eager, "on", False):
+        return "eager"
     requested = backend if backend is not None else os.environ.get(BACKEND_ENV, "auto")
     if not isinstance(requested, str) or requested.strip().lower() not in _BACKENDS:
         source = "backend argument" if backend is not None else f"environment variable {BACKEND_ENV}"
