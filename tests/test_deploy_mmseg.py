@@ -83,7 +83,7 @@ def test_segmentor_onnx_matches_pytorch_and_mmseg_predict(config: Path, op: str,
     check = check_onnx(net, path, x)  # raises on a hidden multiplication
     got = run_onnx(path, x)
     if op == "shift":
-        assert check.max_relative_difference <= 1e-3, check.format()  # measured: 2.4e-5 (FCN), 2.8e-5 (DeepLabV3+)
+        assert check.max_relative_difference <= 1e-3, check.format()  # measured: 2.4e-5
         assert check.agreement >= 0.999
     else:  # as for classifiers: adder sums are ill-conditioned in float32; ORT must be as close to float64 as torch
         with torch.no_grad():
@@ -92,7 +92,8 @@ def test_segmentor_onnx_matches_pytorch_and_mmseg_predict(config: Path, op: str,
         net.float()
         err_ort, err_torch = np.abs(got - ref64).max(), np.abs(ref - ref64).max()
         assert err_ort <= 2 * err_torch + 1e-6 * np.abs(ref64).max()
-        assert check.agreement >= 0.99  # measured 99.6 %: pixels where two classes tie within float32 rounding
+        agree_ort, agree_torch = ((a.argmax(1) == ref64.argmax(1)).mean() for a in (got, ref))
+        assert agree_ort >= agree_torch - 0.01  # labels vs float64: measured 99.5 % (ORT), 99.7 % (torch float32)
     # the exported network is mmseg's whole-image inference: its argmax is predict()'s label map
     samples = [SegDataSample(metainfo=dict(img_shape=(64, 64), ori_shape=(64, 64), pad_shape=(64, 64)))
                for _ in range(len(x))]
@@ -103,8 +104,8 @@ def test_segmentor_onnx_matches_pytorch_and_mmseg_predict(config: Path, op: str,
     mults = [name for name, _, _ in check.audit.of_kind("mult")]
     assert mults == ["/backbone/conv1/conv/Conv"] and check.report.multiplicative_layers == ["backbone.conv1.conv"]
     assert check.audit.counts()["resize"] == (1 if config == FCN else 3)  # the head's bilinear upsampling
-    n_adders = sum(1 for o in layer_operators(net).values() if o == "adder")
-    assert check.audit.functions.get("shiftaddaug.AdderConv2d", 0) == n_adders and (n_adders > 40) == (op == "adder")
+    n_adders = sum(1 for o in layer_operators(net).values() if o in ("adder", "shiftadd"))
+    assert check.audit.functions.get("shiftaddaug.AdderConv2d", 0) == n_adders and (n_adders > 40) == (op != "shift")
     import onnx
 
     meta = {p.key: json.loads(p.value) for p in onnx.load(str(path)).metadata_props}
