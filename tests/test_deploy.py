@@ -87,6 +87,12 @@ def test_onnx_runtime_matches_pytorch_and_hides_no_multiplication(model: str, op
     assert meta["shiftaddaug.cost"]["mults"] == report.totals()["mults"]
     assert set(meta["shiftaddaug.quantisation"]) == {n for n, o in layer_operators(net).items()
                                                       if o in ("shift", "shiftadd")}
+    weights = {init.name: onnx.numpy_helper.to_array(init) for init in proto.graph.initializer}
+    for name, q in meta["shiftaddaug.quantisation"].items():  # signs and exponents readable from the initializer
+        w = weights[q["weight_initializer"]]
+        exponents = np.log2(np.abs(w[w != 0]))
+        assert is_power_of_two_tensor(w) and w.size == net.get_submodule(name).weight.numel()
+        assert q["exponent_range"][0] <= exponents.min() and exponents.max() <= q["exponent_range"][1]
 
 
 def test_audit_finds_a_hidden_multiplication(tmp_path) -> None:

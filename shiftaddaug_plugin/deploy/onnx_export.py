@@ -8,8 +8,9 @@ can read:
 
 * ``shiftaddaug.layers``: ``{layer name: operator}`` of every conv / linear layer (``shift``, ``adder``,
   ``shiftadd``, ``mult``);
-* ``shiftaddaug.quantisation``: per shift layer its weight format (1 sign bit + shift bits, exponent range) and its
-  fixed-point input format (integer / fraction bits, rounding);
+* ``shiftaddaug.quantisation``: per shift layer its weight format (1 sign bit + shift bits, exponent range), its
+  fixed-point input format (integer / fraction bits, rounding) and ``weight_initializer``, the initializer that
+  holds its weights ``s * 2^p`` exactly (sign ``s = sign(w)``, exponent ``p = log2 |w|``, ``w = 0`` a pruned weight);
 * ``shiftaddaug.cost``: the cost model's totals of the network (multiplications, shifts, additions, energy).
 
 Batch norms stay separate ``BatchNormalization`` nodes (folding one into a shift conv would destroy its
@@ -100,9 +101,15 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str], example_input: t
                           do_constant_folding=False)  # folding would fuse BN into shift convs
     proto = attach_adder_functions(onnx.load_from_string(buffer.getvalue()), opset)
     report = count_ops(model, tuple(example_input.shape[1:]))
+    initializers = {init.name for init in proto.graph.initializer}
+    quantisation = _quantisation(model)
+    for name, entry in quantisation.items():  # where a tool chain reads the signs and exponents of each layer
+        found = [n for n in (f"{name}.weight", f"{name}.0.weight") if n in initializers]
+        if found:
+            entry["weight_initializer"] = found[0]
     props = {
         "shiftaddaug.layers": layer_operators(model),
-        "shiftaddaug.quantisation": _quantisation(model),
+        "shiftaddaug.quantisation": quantisation,
         "shiftaddaug.cost": {**report.totals(), "multiplicative_layers": report.multiplicative_layers},
         **(metadata or {}),
     }
