@@ -3,6 +3,7 @@ audit of multiplication-capable nodes, metadata, the CLI and its errors."""
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 
 import numpy as np
 import onnx
@@ -165,6 +166,38 @@ def test_export_refuses_a_hybrid_training_model(tmp_path) -> None:
     with pytest.raises(ValueError, match="export the multiplication-free target first"):
         export_onnx(hybrid, tmp_path / "m.onnx", torch.randn(1, 1, 32, 32))
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_refuses_an_mf_layer_without_a_twin_and_keeps_shared_layers_shared(tmp_path) -> None:
+    from shiftaddaug_plugin.deploy.onnx_export import onnx_ready
+    from shiftaddaug_plugin.layers import AdderConv2d, ShiftConv2d
+
+    class MyAdder(AdderConv2d):
+        pass
+
+    with pytest.raises(ValueError, match=r"layer 'body.1' is a MyAdder, a subclass of AdderConv2d with no ONNX twin"):
+        export_onnx(nn.Sequential(OrderedDict(body=nn.Sequential(nn.ReLU(), MyAdder(2, 2, 1)))), tmp_path / "m.onnx",
+                    torch.randn(1, 2, 4, 4))
+    assert not (tmp_path / "m.onnx").exists()
+    shared = ShiftConv2d(3, 3, 3, padding=1)
+    ready = onnx_ready(nn.Sequential(shared, nn.ReLU(), shared))
+    assert ready[0] is ready[2] and type(ready[0]).__name__ == "OnnxShiftConv2d"
+
+
+def test_a_trained_run_exports_end_to_end(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    """What the README shows after `make demo`: shiftaddaug-train's exported_target.pth -> shiftaddaug-export."""
+    from shiftaddaug_plugin.train.cli import main as train_main
+
+    argv = ["--model", "shiftadd_mcunet", "--model-kwargs", "op=adder", "width_mult=0.25", "--dataset",
+            "fashion_mnist", "--train-subset", "32", "--val-subset", "16", "-b", "16", "--epochs", "1",
+            "--aug-width-mult-list", "1.0", "1.5", "--workers", "0", "--output", str(tmp_path), "--experiment", "run"]
+    assert train_main(argv) == 0
+    capsys.readouterr()
+    exported = tmp_path / "run" / "exported_target.pth"
+    assert export_main([str(exported), "--onnx", str(tmp_path / "run.onnx"), "--batch", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "top-1 agreement" in out and "custom op shiftaddaug.AdderConv2d: " in out, out
+    assert "mult  Conv       /conv_stem/Conv" in out and "no hidden multiplication" in out
 
 
 def test_cli_exports_checks_and_audits(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -39,6 +39,8 @@ from .onnx_layers import ADDER_DOMAIN, onnx_twin
 
 __all__ = ["export_onnx", "onnx_ready", "layer_operators"]
 
+_MF_LAYERS = (AdderConv2d, ShiftConv2d, ShiftLinear, ShiftAddConv2d)
+
 
 def layer_operators(model: nn.Module) -> dict[str, str]:
     """``{name: operator}`` of every conv / linear layer of an exported target."""
@@ -75,11 +77,23 @@ def onnx_ready(model: nn.Module) -> nn.Module:
                          "multiplication-free target first: slim = shiftaddaug_plugin.convert.export(model), or load "
                          "exported_target.pth written by shiftaddaug-train")
     ready = copy.deepcopy(model).eval()
-    for parent in list(ready.modules()):
-        for child_name, child in list(parent.named_children()):
-            twin = onnx_twin(child)
-            if twin is not None:
-                setattr(parent, child_name, twin)
+    twins: dict[int, nn.Module] = {}  # a layer used twice stays one (shared) twin
+    for parent_name, parent in list(ready.named_modules()):
+        for child_name, child in list(parent._modules.items()):
+            if child is None:
+                continue
+            if id(child) not in twins:
+                twin = onnx_twin(child)
+                if twin is None and isinstance(child, _MF_LAYERS):
+                    path = f"{parent_name}.{child_name}" if parent_name else child_name
+                    base = next(c.__name__ for c in _MF_LAYERS if isinstance(child, c))
+                    raise ValueError(f"layer {path!r} is a {type(child).__name__}, a subclass of {base} with no ONNX "
+                                     "twin: export it as the base class, or add its type to "
+                                     "deploy.onnx_layers.onnx_twin")
+                if twin is not None:
+                    twins[id(child)] = twin
+            if id(child) in twins:
+                setattr(parent, child_name, twins[id(child)])
     return ready
 
 
