@@ -58,9 +58,14 @@ class HybridLinear(nn.Linear):
         """Input width of the target (exported) classifier."""
         return self._target_in
 
+    @property
+    def target_is_multiplicative(self) -> bool:
+        """The target part multiplies: ``op='mult'`` (NetAug) or MF switched off (block-variant schedule)."""
+        return not self.mf_enabled or self.op == "mult"
+
     def _mf(self, x_t: Tensor) -> Tensor:
         w = self.weight[:, : self._target_in]
-        if not self.mf_enabled or self.op == "mult":
+        if self.target_is_multiplicative:
             return F.linear(x_t, w, self.bias)
         return shift_linear(x_t, w, self.bias, self.quant_config)
 
@@ -83,10 +88,9 @@ class HybridLinear(nn.Linear):
         inputs with cloned weights; its output equals ``Mode.TARGET``."""
         factory: dict[str, Any] = dict(device=self.weight.device, dtype=self.weight.dtype)
         with torch.no_grad():
-            if not self.mf_enabled or self.op == "mult":
+            if self.target_is_multiplicative:
                 out: nn.Linear = nn.Linear(self._target_in, self.out_features, self.bias is not None, **factory)
             else:
-
                 out = ShiftLinear(self._target_in, self.out_features, self.bias is not None, **factory,
                                   **self.op_kwargs)
             out.weight.copy_(self.weight[:, : self._target_in].detach())
