@@ -209,6 +209,8 @@ def test_cli_exports_checks_and_audits(tmp_path, capsys: pytest.CaptureFixture[s
     out = capsys.readouterr().out
     assert "top-1 agreement 100%" in out and "mult  Conv       /conv_stem/Conv" in out
     assert "no hidden multiplication" in out
+    assert export_main([str(weights), "--onnx", str(tmp_path / "x.onnx"), "--opset", "9"]) == 2
+    assert "opset=9: the adder patch extraction needs ONNX opset >= 11" in capsys.readouterr().err
     assert export_main([str(tmp_path / "missing.pth"), "--onnx", str(tmp_path / "x.onnx")]) == 2
     err = capsys.readouterr().err
     assert "shiftaddaug-export: error:" in err and "not found" in err and "Traceback" not in err

@@ -23,7 +23,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="shiftaddaug-export", description=__doc__.split("\n\n")[0])
     p.add_argument("exported", help="exported_target.pth written by shiftaddaug-train (its .json must sit next to it)")
     p.add_argument("--onnx", required=True, metavar="OUT", help="ONNX file to write")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset, 11 to 20 (default 17)")
     p.add_argument("--batch", type=int, default=4, help="batch size of the parity check (default 4)")
     p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime parity check and the audit")
     return p.parse_args(argv)

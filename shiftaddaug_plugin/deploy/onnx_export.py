@@ -40,6 +40,8 @@ from .onnx_layers import ADDER_DOMAIN, onnx_twin
 __all__ = ["export_onnx", "onnx_ready", "layer_operators"]
 
 _MF_LAYERS = (AdderConv2d, ShiftConv2d, ShiftLinear, ShiftAddConv2d)
+#: Opsets this export supports: unfold (the adder patches) exists from 11; the TorchScript exporter stops at 20.
+MIN_OPSET, MAX_OPSET = 11, 20
 
 
 def layer_operators(model: nn.Module) -> dict[str, str]:
@@ -105,6 +107,10 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str], example_input: t
     exported dynamic). ``metadata``: extra ``{key: JSON-able value}`` entries."""
     import onnx
 
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f"opset={opset}: the adder patch extraction needs ONNX opset >= {MIN_OPSET} and torch's "
+                         f"TorchScript exporter writes at most {MAX_OPSET}; choose one in [{MIN_OPSET}, {MAX_OPSET}] "
+                         "(default 17)")
     ready = onnx_ready(model)
     buffer = io.BytesIO()
     with torch.no_grad():

@@ -195,7 +195,7 @@ def _adder_conv_symbolic(g: Any, x: Any, weight: Any, bias: Any, kernel: Any, st
     return y
 
 
-for _opset in range(9, 21):
+for _opset in range(11, 21):  # the opsets deploy.onnx_export accepts
     torch.onnx.register_custom_op_symbolic(f"{TORCH_OP_NAMESPACE}::adder_conv2d_standard_ops", _adder_conv_symbolic,
                                            _opset)
 
