@@ -135,14 +135,17 @@ class AdderGeometry2d:
             ("_b" if self.bias else "")
 
 
+def _output_size(size: int, k: int, s: int, p: int, d: int) -> int:
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
 def adder_conv_standard_ops(x: Tensor, weight: Tensor, bias: Tensor | None, geo: AdderGeometry2d) -> Tensor:
     """``Y = -sum_{c, taps} |X_patch - W|`` (+ bias) written with ``unfold``, ``Sub``, ``Abs``, ``ReduceSum``,
     ``Neg``: the body of the ``shiftaddaug.AdderConv2d`` ONNX function (zero padding counts as ``x = 0``)."""
     n, _, h, w = x.shape
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = geo.kernel, geo.stride, geo.padding, geo.dilation
     g, o = geo.groups, geo.out_channels
-    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    ho, wo = _output_size(h, kh, sh, ph, dh), _output_size(w, kw, sw, pw, dw)
     if geo.kernel == (1, 1) and geo.padding == (0, 0):  # pointwise: the patches are the (strided) pixels
         cols = x[:, :, ::sh, ::sw]
     else:
@@ -153,10 +156,6 @@ def adder_conv_standard_ops(x: Tensor, weight: Tensor, bias: Tensor | None, geo:
     if bias is not None:
         y = y + bias.reshape(1, o, 1)
     return y.reshape(n, o, ho, wo)
-
-
-def _output_size(size: int, k: int, s: int, p: int, d: int) -> int:
-    return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
 @torch.library.custom_op(f"{TORCH_OP_NAMESPACE}::adder_conv2d_standard_ops", mutates_args=())
