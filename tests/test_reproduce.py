@@ -117,6 +117,10 @@ def test_holdout_split_and_sort_ablation_flags(tmp_path: Path) -> None:
     assert rp.build_command(plan["AddAug no-sort-remap"], SMALL, tmp_path)[-1] == "--no-sort-remap"
     pairs = dict(rp.PAIRS)
     assert pairs["AddAug sort-augmented"] == "AddAug" and pairs["AddAug no-sort-remap"] == "AddAug"
+    mbv2 = rp.expand_plan(["ablation-sort-remap-mbv2"], SMALL, seeds=[0])[0]
+    cmd = rp.build_command(mbv2, SMALL, tmp_path)
+    assert mbv2.name == "mbv2tiny_addaug-no-sort-remap_s0" and cmd[-1] == "--no-sort-remap"
+    assert cmd[cmd.index("--model") + 1] == "shiftadd_mbv2_tiny" and "1.8" in cmd  # MobileNetV2-Tiny's width list
 
 
 def test_seg_command_baseline_and_status(tmp_path: Path) -> None:

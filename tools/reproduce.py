@@ -20,10 +20,11 @@ Experiment groups (``--only`` takes one or more, comma separated; ``--seeds`` ov
   table), and AddAug block-variant without the eq. 5 remap at the switch (``--no-block-variant-remap``).
 * ``ablation-sort-scope``: ShiftAug / AddAug sorting only the augmented channels (``--sort-scope augmented``; the
   default sorts all mid channels into the target); ``ablation-sort-remap``: AddAug without the eq. 5 remap of
-  weights that cross an adder block at a sort (``--no-sort-remap``). Both pair with the main table's rows.
+  weights that cross an adder block at a sort (``--no-sort-remap``; ``ablation-sort-remap-mbv2``: the same on
+  MobileNetV2-Tiny). Both pair with the main table's rows of the same model.
 * ``ablation-aug-dims``: ShiftAug with width augmentation only (expand list ``[1.0]``) and expand augmentation only
   (width list ``[1.0]``); "both" = main table's ShiftAug.
-  (All ablations use MCUNet.)
+  (The ablations use MCUNet unless their name says otherwise.)
 * ``seg``: MMSegmentation on the embedded Fashion-MNIST scenes (64 x 64, 11 classes), MobileNetV2-Tiny + FCN:
   Mult, Shift, ShiftAug, Add, AddAug, reported as mIoU (validation split after BN recalibration). Needs mmcv with
   compiled ops and mmsegmentation.

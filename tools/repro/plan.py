@@ -85,6 +85,8 @@ GROUPS: dict[str, tuple[str, str, tuple[RowSpec, ...]]] = {
         RowSpec("AddAug sort-augmented", "adder", True, extra=("--sort-scope", "augmented")))),
     "ablation-sort-remap": ("cls", "shiftadd_mcunet", (
         RowSpec("AddAug no-sort-remap", "adder", True, extra=("--no-sort-remap",)),)),
+    "ablation-sort-remap-mbv2": ("cls", "shiftadd_mbv2_tiny", (
+        RowSpec("AddAug no-sort-remap", "adder", True, extra=("--no-sort-remap",)),)),
     "ablation-aug-dims": ("cls", "shiftadd_mcunet", (
         RowSpec("ShiftAug width-only", "shift", True, extra=("--aug-expand-list", "1.0")),
         RowSpec("ShiftAug expand-only", "shift", True, extra=("--aug-width-mult-list", "1.0")))),
