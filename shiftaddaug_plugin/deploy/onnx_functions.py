@@ -9,6 +9,7 @@ so it runs the model without a custom kernel; a tool chain with an adder kernel 
 """
 from __future__ import annotations
 
+import functools
 import io
 from typing import Any
 
@@ -46,6 +47,17 @@ def _geometry(attrs: dict[str, Any], weight_shape: list[int], bias: bool) -> Add
 def adder_function(geo: AdderGeometry2d, in_channels: int, opset: int) -> Any:
     """The ``onnx.FunctionProto`` of one adder configuration (``in_channels`` only sizes the trace example)."""
     import onnx
+
+    function = onnx.FunctionProto()
+    function.ParseFromString(_adder_function_bytes(geo, in_channels, opset))
+    return function
+
+
+@functools.lru_cache(maxsize=256)
+def _adder_function_bytes(geo: AdderGeometry2d, in_channels: int, opset: int) -> bytes:
+    """:func:`adder_function`, serialised and cached per process (tracing a body takes a fraction of a second, and a
+    network has tens of configurations)."""
+    import onnx
     from onnx import helper, numpy_helper
 
     kh, kw = geo.kernel
@@ -71,7 +83,7 @@ def adder_function(geo: AdderGeometry2d, in_channels: int, opset: int) -> Any:
         doc_string=(f"AdderNet conv Y = -sum_(c,taps) |X_patch - W| (+B): kernel {kh}x{kw}, stride {sh}x{sw}, "
                     f"zero padding {ph}x{pw}, dilation {dh}x{dw}, groups {geo.groups}, {geo.out_channels} outputs"))
     function.overload = geo.overload
-    return function
+    return function.SerializeToString()
 
 
 def attach_adder_functions(proto: Any, opset: int) -> Any:
