@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .onnx_layers import ADDER_DOMAIN, ADDER_OP, OVERLOAD_ATTR, AdderGeometry2d, adder_conv_standard_ops
+from .onnx_layers import ADDER_DOMAIN, ADDER_OP, AdderGeometry2d, adder_conv_standard_ops
 
 __all__ = ["attach_adder_functions", "adder_function", "FUNCTION_ATTRIBUTES", "MIN_IR_VERSION"]
 
@@ -88,34 +88,24 @@ def _adder_function_bytes(geo: AdderGeometry2d, in_channels: int, opset: int) ->
 
 def attach_adder_functions(proto: Any, opset: int) -> Any:
     """Give every ``shiftaddaug.AdderConv2d`` node of ``proto`` (an ``onnx.ModelProto``, changed in place) its
-    function overload and the model the functions; returns ``proto``."""
-    from onnx import helper, shape_inference
+    function overload (from its attributes and weight shape) and the model the functions; returns ``proto``."""
+    from onnx import helper
 
     adders = [n for n in proto.graph.node if n.domain == ADDER_DOMAIN and n.op_type == ADDER_OP]
     if not adders:
         return proto
-    inferred = shape_inference.infer_shapes(proto)
-    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-              for v in (*inferred.graph.value_info, *inferred.graph.input)}
-    shapes.update({i.name: list(i.dims) for i in proto.graph.initializer})
+    shapes = {init.name: list(init.dims) for init in proto.graph.initializer}
     functions: dict[str, Any] = {}
     for node in adders:
-        marker = next(a for a in node.attribute if a.name == OVERLOAD_ATTR)
-        overload = helper.get_attribute_value(marker).decode()
-        node.attribute.remove(marker)
-        node.overload = overload
-        if overload in functions:
-            continue
         w_shape = shapes.get(node.input[1])
         if not w_shape or len(w_shape) != 4:
-            raise ValueError(f"{node.name}: the weight shape of this adder node is unknown; export the weights as "
-                             "constants (deploy.onnx_export.onnx_ready)")
+            raise ValueError(f"{node.name}: the weight of this adder node is not a 4-d initializer; export the "
+                             "weights as constants (deploy.onnx_export.onnx_ready)")
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         geo = _geometry(attrs, w_shape, bias=len(node.input) == 3)
-        if geo.overload != overload:  # the trace and the node disagree: never ship a mislabelled function
-            raise RuntimeError(f"{node.name}: adder overload {overload!r} does not match its attributes "
-                               f"({geo.overload!r})")
-        functions[overload] = adder_function(geo, int(w_shape[1]) * geo.groups, opset)
+        node.overload = geo.overload
+        if geo.overload not in functions:
+            functions[geo.overload] = adder_function(geo, int(w_shape[1]) * geo.groups, opset)
     proto.functions.extend(functions.values())
     proto.ir_version = max(proto.ir_version, MIN_IR_VERSION)
     if not any(o.domain == ADDER_DOMAIN for o in proto.opset_import):

@@ -34,14 +34,12 @@ from ..layers.shift import ShiftConv2d, ShiftLinear
 from ..layers.shiftadd import ShiftAddConv2d
 
 __all__ = ["OnnxShiftConv2d", "OnnxShiftLinear", "OnnxAdderConv2d", "AdderGeometry2d", "adder_conv_standard_ops",
-           "onnx_twin", "fixed_point", "ADDER_DOMAIN", "ADDER_OP", "OVERLOAD_ATTR"]
+           "onnx_twin", "fixed_point", "ADDER_DOMAIN", "ADDER_OP"]
 
 #: The custom ONNX domain and op of adder convolutions (defined by ONNX functions, :mod:`.onnx_functions`).
 ADDER_DOMAIN, ADDER_OP = "shiftaddaug", "AdderConv2d"
 #: Namespace of the torch custom op that traces to the ONNX adder node.
 TORCH_OP_NAMESPACE = "shiftaddaug"
-#: Temporary node attribute that carries the function overload from tracing to :mod:`.onnx_functions`.
-OVERLOAD_ATTR = "shiftaddaug_overload"
 
 
 def fixed_point(x: Tensor, cfg: ShiftQuantConfig) -> Tensor:
@@ -182,15 +180,13 @@ def _adder_conv_symbolic(g: Any, x: Any, weight: Any, bias: Any, kernel: Any, st
     k, s, p, d = (list(sh._maybe_get_const(v, "is")) for v in (kernel, stride, padding, dilation))
     grp = int(sh._maybe_get_const(groups, "i"))
     has_bias = not sh._is_none(bias)
-    w_sizes = sh._get_tensor_sizes(weight)
-    geo = AdderGeometry2d((k[0], k[1]), (s[0], s[1]), (p[0], p[1]), (d[0], d[1]), grp, int(w_sizes[0]), has_bias)
+    out_channels = int(sh._get_tensor_sizes(weight)[0])
     y = g.op(f"{ADDER_DOMAIN}::{ADDER_OP}", x, weight, *([bias] if has_bias else []), kernel_shape_i=k,
-             strides_i=s, pads_i=[p[0], p[1], p[0], p[1]], dilations_i=d, group_i=grp,
-             **{f"{OVERLOAD_ATTR}_s": geo.overload})
+             strides_i=s, pads_i=[p[0], p[1], p[0], p[1]], dilations_i=d, group_i=grp)
     sizes = sh._get_tensor_sizes(x)
     if sizes is not None and len(sizes) == 4:
         out = [None if sizes[2 + i] is None else _output_size(sizes[2 + i], k[i], s[i], p[i], d[i]) for i in range(2)]
-        y.setType(x.type().with_sizes([sizes[0], geo.out_channels, *out]))
+        y.setType(x.type().with_sizes([sizes[0], out_channels, *out]))
     return y
 
 
