@@ -31,6 +31,7 @@ _SHAPES = [
     (2, 4, 6, 6, 4, 1, 2, 1, 1, 1),  # pointwise, stride 2, padding
     (1, 2, 5, 9, 3, 2, 1, 1, 1, 1),  # even kernel
     (1, 2, 10, 10, 2, 3, 4, 1, 1, 1),  # stride larger than the kernel: some input positions get no gradient
+    (3, 6, 2, 3, 5, 1, 1, 0, 1, 1),  # pointwise at 2x3 pixels (the channels-last ``rows`` kernels)
 ]
 _COMPILED_SHAPES = [
     (2, 4, 7, 8, 6, 3, 2, 1, 1, 2),  # grouped dense, stride 2, padding
@@ -128,7 +129,8 @@ def test_forward_matches_naive_reference(shape: Shape) -> None:
     torch.testing.assert_close(y.double(), ref, rtol=1e-6, atol=1e-5)
     # the formulations the compiled path compiles, run uncompiled
     xp = F.pad(x, (p, p, p, p))
-    for fn in (K.forward_taps, K.forward_patch, K.forward_tapwise):
+    pointwise = k == 1 and g == 1
+    for fn in (K.forward_taps, K.forward_patch, K.forward_tapwise) + ((K.forward_rows,) if pointwise else ()):
         out = fn(xp, wt, (s, s), (d, d), g, _out_hw(shape))
         torch.testing.assert_close(out.double(), ref, rtol=1e-6, atol=1e-5)
 
@@ -148,20 +150,42 @@ def test_backward_matches_naive_reference(shape: Shape) -> None:
     # the compiled dX formulation, run uncompiled, in both modes
     for exact in (False, True):
         rdx = _ref_backward(x, wt, grad, s, p, d, g, eta, exact=True)[0] if exact else ref_dx
-        for fn in (K.input_grad_gather, K.input_grad_tapwise):
+        rows = (K.input_grad_rows,) if (k, s, p, g) == (1, 1, 0, 1) else ()
+        for fn in (K.input_grad_gather, K.input_grad_tapwise) + rows:
             out = fn(x, wt, grad, (s, s), (p, p), (d, d), g, exact)
             torch.testing.assert_close(out.double(), rdx, rtol=1e-5, atol=1e-5)
 
 
-def test_weight_grad_is_conv_weight_grad_minus_rank_one_term() -> None:
-    """docs/algorithms.md §2: sum g (X - W) == conv2d_weight(X, g) - W * sum g, exactly (before scaling)."""
-    shape = _SHAPES[1]
+@pytest.mark.parametrize("shape", [_SHAPES[1], _SHAPES[2], (2, 5, 2, 1, 5, 3, 1, 1, 1, 5)], ids=_ids)
+def test_weight_grad_is_conv_weight_grad_minus_rank_one_term(shape: Shape) -> None:
+    """docs/algorithms.md §2: sum g (X - W) == conv2d_weight(X, g) - W * sum g, exactly (before scaling); the
+    per-tap depthwise formulation gives the same."""
     n, c, h, w, o, k, s, p, d, g = shape
     x, wt = _tensors(shape, torch.float64, seed=3)
     grad = torch.randn(n, o, *_out_hw(shape), dtype=torch.float64)
-    raw = K.weight_grad_conv(x, wt, grad, (s, s), (p, p), (d, d), g)
     _, ref_raw = _ref_backward(x, wt, grad, s, p, d, g, eta=1.0, scale=False)
-    torch.testing.assert_close(raw, ref_raw, rtol=1e-10, atol=1e-10)
+    fns = [K.weight_grad_conv] + ([K.weight_grad_depthwise_taps] if c == o == g else [])
+    for fn in fns:
+        torch.testing.assert_close(fn(x, wt, grad, (s, s), (p, p), (d, d), g), ref_raw, rtol=1e-10, atol=1e-10)
+
+
+def test_small_depthwise_layers_compile_their_weight_grad(monkeypatch) -> None:
+    few = K.AdderGeometry(64, 336, 1, 1, 336, 3, 3, (1, 1), (1, 1), (1, 1), 336)
+    many = K.AdderGeometry(64, 96, 4, 4, 96, 3, 3, (1, 1), (1, 1), (1, 1), 96)
+    multiplier = K.AdderGeometry(2, 3, 2, 2, 6, 3, 3, (1, 1), (1, 1), (1, 1), 3)
+    assert adder_mod.uses_depthwise_weight_grad_taps(few)
+    assert not adder_mod.uses_depthwise_weight_grad_taps(many)
+    assert not adder_mod.uses_depthwise_weight_grad_taps(multiplier)
+    shape = (3, 4, 3, 2, 4, 3, 1, 1, 1, 4)  # depthwise, 3x2 output pixels: the compiled per-tap dW
+    n, c, h, w, o, k, s, p, d, g = shape
+    x, wt = _tensors(shape, seed=11)
+    grad = torch.randn(n, o, *_out_hw(shape), generator=torch.Generator().manual_seed(12))
+    calls = []
+    real = adder_mod._call_compiled
+    monkeypatch.setattr(adder_mod, "_call_compiled", lambda name, *a: calls.append(name) or real(name, *a))
+    _, _, dw = _run(x, wt, shape, grad, "compiled", eta=0.3)
+    assert "dw_weight_grad" in calls
+    torch.testing.assert_close(dw.double(), _ref_backward(x, wt, grad, s, p, d, g, 0.3)[1], rtol=1e-5, atol=1e-5)
 
 
 def _away_from_ties(shape: Shape, seed: int):
@@ -356,6 +380,32 @@ def test_candidates_respect_fused_memory_limit() -> None:
     assert adder_mod.forward_candidates(small) == ["taps", "tapwise"]
     assert adder_mod.input_grad_candidates(small) == ["gather", "tapwise"]
     assert adder_mod.forward_candidates(dw) == ["taps"] and adder_mod.input_grad_candidates(dw) == ["gather"]
+
+
+def test_small_pointwise_layers_use_the_rows_kernels() -> None:
+    few = K.AdderGeometry(64, 32, 2, 2, 192, 1, 1, (1, 1), (0, 0), (1, 1), 1)  # 4 pixels < SMALL_SPATIAL
+    many = K.AdderGeometry(64, 32, 4, 4, 192, 1, 1, (1, 1), (0, 0), (1, 1), 1)  # 16 pixels
+    strided = K.AdderGeometry(64, 32, 4, 4, 192, 1, 1, (2, 2), (0, 0), (1, 1), 1)  # 2x2 out of 4x4 in
+    grouped = K.AdderGeometry(64, 32, 2, 2, 192, 1, 1, (1, 1), (0, 0), (1, 1), 2)
+    assert adder_mod.forward_candidates(few) == ["rows"] and adder_mod.input_grad_candidates(few) == ["rows_dx"]
+    assert adder_mod.forward_candidates(many) == ["taps"] and adder_mod.input_grad_candidates(many) == ["gather"]
+    assert adder_mod.forward_candidates(strided) == ["rows"]  # output pixels decide the forward
+    assert adder_mod.input_grad_candidates(strided) == ["gather"]  # rows dX needs stride 1
+    assert adder_mod.forward_candidates(grouped) == ["taps"] and adder_mod.input_grad_candidates(grouped) == ["gather"]
+
+
+def test_compiled_rows_kernels_match_the_naive_reference(monkeypatch) -> None:
+    monkeypatch.setattr(adder_mod, "_autotune_cache", {})
+    shape = _SHAPES[-1]
+    n, c, h, w, o, k, s, p, d, g = shape
+    x, wt = _tensors(shape, seed=9)
+    grad = torch.randn(n, o, *_out_hw(shape), generator=torch.Generator().manual_seed(10))
+    y, dx, dw = _run(x, wt, shape, grad, "compiled", eta=0.3)
+    ref_dx, ref_dw = _ref_backward(x, wt, grad, s, p, d, g, 0.3)
+    torch.testing.assert_close(y.double(), _ref_forward(x, wt, s, p, d, g), rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(dx.double(), ref_dx, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dw.double(), ref_dw, rtol=1e-5, atol=1e-5)
+    assert set(adder_mod.autotune_choices().values()) == {"rows", "rows_dx"}
 
 
 def test_autotuner_times_once_and_caches_its_choice(monkeypatch) -> None:

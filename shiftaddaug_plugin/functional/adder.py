@@ -7,7 +7,8 @@ Public API
 * forward (AdderNet, Chen et al. CVPR 2020, eq. 2): ``Y[n,o,p] = -sum_{c,k} |X[n,c,p+k] - W[o,c,k]|``; zero
   padding counts as x = 0; any stride / padding / dilation / groups (depthwise included). No bias: add it outside.
 * backward, ``grad_mode='spec'`` (AdderNet eqs. 5, 6, 13):
-  ``dW = sum g * (X - W)`` computed exactly as ``conv2d_weight(X, g) - W * sum_{n,p} g`` (conv speed), then
+  ``dW = sum g * (X - W)`` computed exactly as ``conv2d_weight(X, g) - W * sum_{n,p} g`` (conv speed; compiled
+  per-tap reductions instead for depthwise layers on few-pixel maps, where conv's backward is slow), then
   adaptive scaling ``dW <- eta * sqrt(numel(W)) / max(||dW||_2, 1e-12) * dW``; ``dX = sum g * HardTanh(W - X)``.
 * backward, ``grad_mode='exact'``: the true derivative, ``dX = sum g * sign(W - X)``, ``dW = sum g * sign(X - W)``,
   no scaling. For verifying the plumbing with :func:`torch.autograd.gradcheck` (float64, inputs away from ties);
@@ -44,13 +45,15 @@ import os
 import threading
 import time
 import warnings
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from . import _adder_kernels as K
+from ._adder_args import IntOrPair
+from ._adder_args import geometry as _geometry
 from ._adder_kernels import AdderGeometry
 
 __all__ = [
@@ -89,9 +92,11 @@ ACCUMULATED_RECOMPILE_LIMIT = 8192
 
 _FORWARD_FORMULATIONS: Dict[str, Callable[..., Tensor]] = {
     "taps": K.forward_taps,
+    "rows": K.forward_rows,
 }
 _INPUT_GRAD_FORMULATIONS: Dict[str, Callable[..., Tensor]] = {
     "gather": K.input_grad_gather,
+    "rows_dx": K.input_grad_rows,
 }
 
 _lock = threading.Lock()
@@ -100,63 +105,6 @@ _autotune_cache: Dict[Tuple, str] = {}
 _compile_failure: Optional[str] = None
 _limits_raised = False
 _forced_eager = threading.local()
-
-IntOrPair = Union[int, Sequence[int]]
-
-
-# --------------------------------------------------------------------------------------------------------------
-# argument handling
-# --------------------------------------------------------------------------------------------------------------
-def _pair(value: IntOrPair, name: str, minimum: int) -> Tuple[int, int]:
-    if isinstance(value, bool):
-        raise TypeError(f"adder_conv2d: {name} must be an int or a pair of ints, got {value!r}")
-    if isinstance(value, int):
-        pair = (value, value)
-    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
-    ):
-        pair = (int(value[0]), int(value[1]))
-    else:
-        raise TypeError(
-            f"adder_conv2d: {name} must be an int or a pair of ints, got {value!r} "
-            f"(string padding such as 'same' is handled by AdderConv2d, not by the functional)"
-        )
-    if min(pair) < minimum:
-        raise ValueError(f"adder_conv2d: {name} must be >= {minimum}, got {value!r}")
-    return pair
-
-
-def _geometry(x: Tensor, weight: Tensor, stride: IntOrPair, padding: IntOrPair, dilation: IntOrPair,
-              groups: int) -> AdderGeometry:
-    if not isinstance(x, Tensor) or not isinstance(weight, Tensor):
-        raise TypeError("adder_conv2d: x and weight must be tensors")
-    if x.dim() != 4:
-        raise ValueError(f"adder_conv2d: x must be 4-D (N, C, H, W), got shape {tuple(x.shape)}; "
-                         f"add a batch dimension with x.unsqueeze(0)")
-    if weight.dim() != 4:
-        raise ValueError(f"adder_conv2d: weight must be 4-D (O, C/groups, kh, kw), got {tuple(weight.shape)}")
-    if not x.is_floating_point() or not weight.is_floating_point():
-        raise TypeError(f"adder_conv2d: x and weight must be floating point, got {x.dtype} and {weight.dtype}")
-    if x.device != weight.device:
-        raise ValueError(f"adder_conv2d: x is on {x.device} but weight on {weight.device}; move one of them")
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"adder_conv2d: groups must be a positive int, got {groups!r}")
-    n, c, h, w = x.shape
-    o, cg, kh, kw = weight.shape
-    if c % groups or o % groups:
-        raise ValueError(f"adder_conv2d: in channels ({c}) and out channels ({o}) must both be divisible by "
-                         f"groups ({groups})")
-    if cg * groups != c:
-        raise ValueError(f"adder_conv2d: weight expects {cg * groups} input channels ({cg} per group x {groups} "
-                         f"groups) but x has {c}")
-    if min(kh, kw) < 1 or o < 1:
-        raise ValueError(f"adder_conv2d: empty weight shape {tuple(weight.shape)}")
-    geom = AdderGeometry(n, c, h, w, o, kh, kw, _pair(stride, "stride", 1), _pair(padding, "padding", 0),
-                         _pair(dilation, "dilation", 1), groups)
-    if geom.ho < 1 or geom.wo < 1:
-        raise ValueError(f"adder_conv2d: input {h}x{w} with padding {geom.padding} is smaller than the dilated "
-                         f"kernel ({kh}x{kw}, dilation {geom.dilation}); increase padding or the input size")
-    return geom
 
 
 def _compute_dtype(*dtypes: torch.dtype) -> torch.dtype:
@@ -264,6 +212,9 @@ class _CompileFallback(Exception):
 #: (minutes per process). Weights are never marked: their dim 0 is the fixed output-channel count.
 _BATCH_ARGS: Dict[str, Tuple[int, ...]] = {
     "taps": (0,),               # forward_taps(xp, weight, ...)
+    "rows": (0,),               # forward_rows(xp, weight, ...)
+    "rows_dx": (0, 2),          # input_grad_rows(x, weight, grad, ...)
+    "dw_weight_grad": (0, 2),   # weight_grad_depthwise_taps(x, weight, grad, ...)
     "forward_tap": (0, 1),      # forward_tap_accumulate(acc, xt, wt, groups)
     "gather": (0, 2),           # input_grad_gather(x, weight, grad, ...)
     "input_grad_tap": (0, 1, 2),  # input_grad_tap_accumulate(acc, xt, gt, wt, groups, exact)
@@ -320,9 +271,13 @@ def forward_candidates(geom: AdderGeometry, itemsize: int = 4) -> List[str]:
     """Forward formulations worth timing for a shape; the first is the default when autotuning is off.
 
     1x1 kernels and one input channel per group (depthwise) use the fused ``taps`` kernel (one reduction, or a
-    pointwise sum of k*k shifted views). Dense k x k layers time ``taps`` against ``tapwise``; ``taps`` is only a
-    candidate while its k*k reduction buffers stay within ``FUSED_BYTES_LIMIT``.
+    pointwise sum of k*k shifted views), except pointwise ``groups == 1`` layers with fewer than
+    ``SMALL_SPATIAL`` output pixels, which use the channels-last ``rows`` kernel. Dense k x k layers time ``taps``
+    against ``tapwise``; ``taps`` is only a candidate while its k*k reduction buffers stay within
+    ``FUSED_BYTES_LIMIT``.
     """
+    if geom.is_pointwise and geom.groups == 1 and geom.ho * geom.wo < K.SMALL_SPATIAL:
+        return ["rows"]
     if geom.is_pointwise or geom.is_depthwise_like:
         return ["taps"]
     if _fused_bytes(geom, itemsize, "forward") <= FUSED_BYTES_LIMIT:
@@ -331,7 +286,11 @@ def forward_candidates(geom: AdderGeometry, itemsize: int = 4) -> List[str]:
 
 
 def input_grad_candidates(geom: AdderGeometry, itemsize: int = 4) -> List[str]:
-    """dX formulations for a shape (same rules as :func:`forward_candidates`, over output channels)."""
+    """dX formulations for a shape (same rules as :func:`forward_candidates`, over output channels; ``rows_dx``
+    needs stride 1 and no padding)."""
+    if (geom.is_pointwise and geom.groups == 1 and geom.h * geom.w < K.SMALL_SPATIAL
+            and geom.stride == (1, 1) and geom.padding == (0, 0)):
+        return ["rows_dx"]
     if geom.is_pointwise or geom.og == 1:
         return ["gather"]
     if _fused_bytes(geom, itemsize, "input_grad") <= FUSED_BYTES_LIMIT:
@@ -443,6 +402,23 @@ def _input_grad(x: Tensor, weight: Tensor, grad: Tensor, geom: AdderGeometry, ex
     return K.eager_input_grad(*args, budget_bytes=_eager_budget())
 
 
+def uses_depthwise_weight_grad_taps(geom: AdderGeometry) -> bool:
+    """Depthwise layers (one input, one output channel per group) with fewer than ``SMALL_SPATIAL`` output pixels
+    compute the conv part of dW with the compiled per-tap reductions instead of the convolution backward."""
+    return geom.cg == 1 and geom.og == 1 and geom.ho * geom.wo < K.SMALL_SPATIAL
+
+
+def _weight_grad(x: Tensor, weight: Tensor, grad: Tensor, geom: AdderGeometry, backend: str) -> Tensor:
+    """Unscaled spec dW = sum g (X - W), see :func:`._adder_kernels.weight_grad_conv`."""
+    args = (x, weight, grad, geom.stride, geom.padding, geom.dilation, geom.groups)
+    if backend != "traced" and _use_compiler(backend) and uses_depthwise_weight_grad_taps(geom):
+        try:
+            return _call_compiled("dw_weight_grad", K.weight_grad_depthwise_taps, args, backend)
+        except _CompileFallback:
+            pass
+    return K.weight_grad_conv(*args)
+
+
 class _AdderConv2dFunction(torch.autograd.Function):
     """Autograd wrapper: forward Y = -sum|X - W|, AdderNet (or exact) backward; see module docstring."""
 
@@ -477,8 +453,7 @@ class _AdderConv2dFunction(torch.autograd.Function):
                     grad_w = K.eager_weight_grad_exact(xc, wc, g, geom.stride, geom.padding, geom.dilation,
                                                        geom.groups, budget_bytes=_eager_budget())
                 else:
-                    grad_w = K.weight_grad_conv(xc, wc, g, geom.stride, geom.padding, geom.dilation, geom.groups)
-                    grad_w = K.adaptive_scale(grad_w, ctx.eta)
+                    grad_w = K.adaptive_scale(_weight_grad(xc, wc, g, geom, ctx.backend), ctx.eta)
                 grad_w = grad_w.to(weight.dtype)
         return grad_x, grad_w, None, None, None, None
 
