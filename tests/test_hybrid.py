@@ -85,6 +85,8 @@ def ref_forward(layer: HybridConv2d, x: Tensor) -> Tensor:
     y_t = ref_mf(layer, x[:, :i_t])
     if i_in == i_t and (layer.depthwise or layer.active_out_channels == o_t):
         return y_t
+    if layer.op == "shift" and layer.mf_enabled:  # the multiplicative parts read the fixed-point target input
+        x = torch.cat([q_input(x[:, :i_t]), x[:, i_t:]], 1)
     if layer.depthwise:
         y_a = F.conv2d(x[:, i_t:], W[o_t:i_in], None if B is None else B[o_t:i_in], *geo, i_in - i_t)
         return torch.cat([y_t, y_a], 1)

@@ -18,6 +18,9 @@ ordinary multiplicative convolution.
 
 * ``Mode.AUGMENTED``, depthwise (``groups == in == out``): ``Y = cat(MF(X[:, :C_t], W[:C_t]), conv(X[:, C_t:],
   W[C_t:C_in]))`` with ``C_in = x.shape[1]``; the output width follows the input, ``active_out_channels`` is unused.
+* One conv where eq. 4 allows it: ``mult`` over ``W[:O_a, :I_in]``; ``shift`` over ``[Q(X_t), X_a]`` with
+  ``Q(W_t)`` joined to the augmented slices (so ``Y_a`` reads the fixed-point ``Q(X_t)``); dense ``adder`` over
+  ``W[:O_a, :I_in]`` with the target block zeroed, ``MF`` added into ``Y[:, :O_t]`` in place.
 
 Heterogeneous weight sharing (eq. 5, docs/algorithms.md §5): with ``remap`` the adder of an ``'adder'`` layer reads
 ``r(FC(W[:O_t, :I_t]))`` instead of the stored (Gaussian) slice; the multiplicative part always reads the stored

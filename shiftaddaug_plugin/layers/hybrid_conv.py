@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..functional.adder import adder_conv2d
-from ..functional.shift import ShiftQuantConfig, shift_conv2d
+from ..functional.shift import ShiftQuantConfig, quantize_input_fixed_point, round_weight_to_power_of_two, shift_conv2d
 from ..modes import Mode
 from ..ops import OP_TABLE, SHIFT_KWARGS, Op, check_op_kwargs
 from .adder import AdderConv2d
@@ -261,6 +261,10 @@ class HybridConv2d(nn.Conv2d):
         padding, _ = self._geometry()
         if self.target_is_multiplicative:  # every part of eq. 4 multiplicative: one conv over the slice
             return self._mult_augmented(x, c_in, padding)
+        if self.op == "shift":
+            return self._shift_augmented(x, c_in, padding)
+        if self.op == "adder" and not self.depthwise and c_in > self._target_in and self._active_out > self._target_out:
+            return self._adder_augmented(x, c_in, padding)
         x_t, x_a = x[:, : self._target_in], x[:, self._target_in:]
         y_t = self._mf(x_t)
         if self.depthwise:
@@ -290,6 +294,46 @@ class HybridConv2d(nn.Conv2d):
         o_a = self._active_out
         b = None if self.bias is None else self.bias[:o_a]
         return F.conv2d(x, self.weight[:o_a, :c_in], b, self.stride, padding, self.dilation, 1)
+
+    def _shift_augmented(self, x: Tensor, c_in: int, padding: Any) -> Tensor:
+        """Eq. 4 with a shift target as one conv: the target part of the input is moved onto the fixed-point grid
+        and the target block of the weight onto powers of two, then both are joined with the untouched augmented
+        slices (``[Q(X_t), X_a]`` and ``[[Q(W_t), W[:O_t, I_t:]], [W[O_t:O_a, :I_in]]]``). The augmented outputs
+        therefore read the fixed-point ``Q(X_t)`` (within ``2^-f`` of ``X_t``), as a deployed hybrid layer would:
+        its input activation is one fixed-point tensor."""
+        cfg = self.quant_config
+        assert cfg is not None
+        i_t, o_t = self._target_in, self._target_out
+        x_t = quantize_input_fixed_point(x[:, :i_t], cfg) if cfg.quantize_input else x[:, :i_t]
+        x_in = torch.cat([x_t, x[:, i_t:]], 1) if c_in > i_t else x_t
+        w_t = round_weight_to_power_of_two(self._target_weight(), cfg)
+        b_t = self._target_bias()
+        if b_t is not None and cfg.quantize_input:
+            b_t = quantize_input_fixed_point(b_t, cfg)
+        o_a = c_in if self.depthwise else self._active_out
+        if self.depthwise:
+            w = torch.cat([w_t, self.weight[o_t:c_in]]) if c_in > i_t else w_t
+        else:
+            w = torch.cat([w_t, self.weight[:o_t, i_t:c_in]], 1) if c_in > i_t else w_t
+            w = torch.cat([w, self.weight[o_t:o_a, :c_in]]) if o_a > o_t else w
+        b = b_t if (b_t is None or o_a == o_t) else torch.cat([b_t, self.bias[o_t:o_a]])
+        return F.conv2d(x_in, w, b, self.stride, padding, self.dilation, c_in if self.depthwise else 1)
+
+    def _adder_augmented(self, x: Tensor, c_in: int, padding: Any) -> Tensor:
+        """Eq. 4 with a dense adder target, ``I_in > I_t`` and ``O_a > O_t``: one conv over ``W[:O_a, :I_in]``
+        with the target block ``[:O_t, :I_t]`` zeroed computes every multiplicative term, and the adder output
+        is added into its first ``O_t`` channels in place (no slicing of the input, no concatenation)."""
+        i_t, o_t, o_a = self._target_in, self._target_out, self._active_out
+        y_mf = _adder_fp32(x[:, :i_t], self.adder_weight_for_target(), self.stride, padding, self.dilation, 1,
+                           self.eta)
+        w = self.weight[:o_a, :c_in].clone()
+        w[:o_t, :i_t] = 0
+        b = None if self.bias is None else self.bias[:o_a]
+        y = F.conv2d(x, w, b, self.stride, padding, self.dilation, 1)
+        dtype = torch.promote_types(y.dtype, y_mf.dtype)
+        y = y if y.dtype == dtype else y.to(dtype)
+        y[:, :o_t] += y_mf.to(dtype)
+        return y
 
     # ----------------------------------------------------------------------------------------------- export
     def export(self) -> nn.Module:
