@@ -21,6 +21,7 @@ from shiftaddaug_plugin.functional.shift import (
     ShiftQuantConfig,
     input_to_fixed_point_int,
     quantize_input_fixed_point,
+    quantize_leading_channels,
     round_weight_to_power_of_two,
     shift_conv2d,
     shift_linear,
@@ -315,6 +316,50 @@ def test_input_quantiser_gradcheck_float64():
     mixed = torch.cat([inside.flatten(), torch.tensor([-2.7, 2.6, 3.1, -1.2], dtype=torch.float64)])
     for x in (inside, mixed):  # fast (all in range) and masked paths
         assert torch.autograd.gradcheck(lambda t: quantize_input_fixed_point(t, cfg), (x.requires_grad_(),))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("n", [0, 1, 3, 5])
+@pytest.mark.parametrize("saturate", [False, True])
+def test_leading_channel_quantiser_equals_slice_quantise_cat(dtype, n, saturate):
+    """quantize_leading_channels(x, n) has the values and gradients of cat([Q(x[:, :n]), x[:, n:]]) exactly, on a
+    channel-sliced (non-contiguous) input, in range (gradient passed through) and with saturated / NaN elements
+    among the leading channels and among the float ones (masked only where quantised)."""
+    cfg = ShiftQuantConfig(act_int_bits=3, act_frac_bits=4)
+    gen = torch.Generator().manual_seed(n)
+    base = (torch.rand(2, 7, 3, 4, generator=gen, dtype=torch.float64) - 0.5) * 7.0
+    if saturate:
+        base[0, 0, 0, :3] = torch.tensor([9.0, -11.0, float("nan")], dtype=torch.float64)
+        base[1, 4, 1, :2] = torch.tensor([12.0, float("nan")], dtype=torch.float64)
+    wide = base.to(dtype)
+    g = torch.randn(2, 5, 3, 4, generator=gen).to(dtype)
+
+    def run(fn):
+        leaf = wide.clone().requires_grad_()
+        y = fn(leaf[:, :5])
+        y.backward(g)
+        return y.detach(), leaf.grad
+
+    y_new, g_new = run(lambda t: quantize_leading_channels(t, n, cfg))
+    y_ref, g_ref = run(lambda t: torch.cat([quantize_input_fixed_point(t[:, :n], cfg), t[:, n:]], 1))
+    assert y_new.dtype == dtype and y_new.shape == (2, 5, 3, 4)
+    torch.testing.assert_close(y_new, y_ref, rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(g_new, g_ref, rtol=0, atol=0, equal_nan=True)
+    if saturate and 0 < n <= 4:  # channel 4 stays float: its saturated elements keep their gradient
+        assert g_new[0, 0, 0, :3].eq(0).all() and g_new[1, 4, 1, :2].ne(0).all()
+
+
+def test_leading_channel_quantiser_gradcheck_float64_and_rejects_bad_counts():
+    """float64 gradcheck (51 fraction bits: the quantiser is the identity up to 2^-51 in range, constant outside)
+    on both paths, and a clear error for a channel count outside [0, C]."""
+    cfg = ShiftQuantConfig(act_int_bits=2, act_frac_bits=51)
+    x = (torch.rand(2, 4, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64) - 0.5) * 3.0
+    mixed = x.clone()
+    mixed[0, 0, :2] = torch.tensor([2.7, -3.1], dtype=torch.float64)
+    for t in (x, mixed):
+        assert torch.autograd.gradcheck(lambda v: quantize_leading_channels(v, 2, cfg), (t.requires_grad_(),))
+    with pytest.raises(ValueError, match=r"n must be in \[0, 4\]"):
+        quantize_leading_channels(x, 5, cfg)
 
 
 def test_weight_ste_function_gradcheck_float64():

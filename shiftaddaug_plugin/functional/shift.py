@@ -7,6 +7,7 @@ negative weight). This module holds the maths, without ``nn.Module`` state:
 * :class:`ShiftQuantConfig`               the quantisation format (validated, frozen)
 * :func:`round_weight_to_power_of_two`   ``W_q = sign(W) · 2^round(log2(clamp(|W|, 2^p_min, 2^p_max)))``, STE
 * :func:`quantize_input_fixed_point`     ``x_q = clamp(floor(x·2^f)/2^f, -2^(i-1), 2^(i-1) - 2^-f)``, STE
+* :func:`quantize_leading_channels`      the same on the first ``n`` channels only, in one copy (hybrid layers)
 * :func:`shift_conv2d`, :func:`shift_linear`                  training / float evaluation path
 * integer evaluation path (``functional/shift_integer.py``): ``Y = Σ ±(X_int << P)``
 
@@ -48,6 +49,7 @@ __all__ = [
     "ShiftQuantConfig",
     "round_weight_to_power_of_two",
     "quantize_input_fixed_point",
+    "quantize_leading_channels",
     "weight_to_sign_shift",
     "input_to_fixed_point_int",
     "shift_conv2d",
@@ -294,6 +296,51 @@ def quantize_input_fixed_point(x: Tensor, config: ShiftQuantConfig | None = None
     else:
         out = _FixedPointSTE.apply(xc, cfg)
     return out.to(x.dtype)
+
+
+class _LeadingFixedPointSTE(torch.autograd.Function):
+    """``cat([Q(x[:, :n]), x[:, n:]], 1)`` in one copy of ``x``: the leading ``n`` channels of the copy are moved
+    onto the fixed-point grid in place (as :class:`_FixedPointSTE`). Backward: ``g`` itself when no leading
+    element saturates (no slice or concatenation gradients: nothing is allocated), else ``g`` with its leading
+    channels masked where ``x`` was outside ``[lo, hi]``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, n: int, cfg: ShiftQuantConfig) -> Tensor:  # noqa: D102
+        lo, hi = cfg.act_min, cfg.act_max
+        out = x.clone()
+        head = out[:, :n]
+        ctx.n, ctx.keep_all = n, _all_in_range(head, lo, hi)
+        if not ctx.keep_all:
+            ctx.save_for_backward((head >= lo) & (head <= hi))
+            head.clamp_(lo, hi)
+        _scaled_to_grid_(head.mul_(2.0**cfg.act_frac_bits), cfg)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:  # noqa: D102
+        if ctx.keep_all:
+            return grad, None, None
+        (keep_grad,) = ctx.saved_tensors
+        out = grad.clone()
+        out[:, : ctx.n] = _masked_grad(grad[:, : ctx.n], keep_grad)
+        return out, None, None
+
+
+def quantize_leading_channels(x: Tensor, n: int, config: ShiftQuantConfig | None = None) -> Tensor:
+    """``cat([quantize_input_fixed_point(x[:, :n]), x[:, n:]], 1)``, same values and gradients, without the
+    slice and concatenation (one copy of ``x``, no backward pass over it when nothing saturates): the input of a
+    hybrid shift layer, whose target channels are fixed point and whose augmented channels stay float (eq. 4).
+    Half-precision inputs and ``torch.compile`` traces use the plain formulation."""
+    if not 0 <= n <= x.shape[1]:
+        raise ValueError(f"quantize_leading_channels: n must be in [0, {x.shape[1]}] (the channel count), got {n}")
+    cfg = _resolve(config)
+    if n == x.shape[1]:
+        return quantize_input_fixed_point(x, cfg)
+    if n == 0:
+        return x
+    if _is_compiling() or _compute_dtype(x, "input") != x.dtype:
+        return torch.cat([quantize_input_fixed_point(x[:, :n], cfg), x[:, n:]], 1)
+    return _LeadingFixedPointSTE.apply(x, n, cfg)
 
 
 def _pair(value: IntPair, name: str) -> tuple[int, int]:

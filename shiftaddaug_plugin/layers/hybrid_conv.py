@@ -11,7 +11,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..functional.adder import adder_conv2d
-from ..functional.shift import ShiftQuantConfig, quantize_input_fixed_point, round_weight_to_power_of_two, shift_conv2d
+from ..functional.shift import (
+    ShiftQuantConfig,
+    quantize_input_fixed_point,
+    quantize_leading_channels,
+    round_weight_to_power_of_two,
+    shift_conv2d,
+)
 from ..modes import Mode
 from ..ops import OP_TABLE, SHIFT_KWARGS, Op, check_op_kwargs
 from .adder import AdderConv2d
@@ -304,8 +310,7 @@ class HybridConv2d(nn.Conv2d):
         cfg = self.quant_config
         assert cfg is not None
         i_t, o_t = self._target_in, self._target_out
-        x_t = quantize_input_fixed_point(x[:, :i_t], cfg) if cfg.quantize_input else x[:, :i_t]
-        x_in = torch.cat([x_t, x[:, i_t:]], 1) if c_in > i_t else x_t
+        x_in = quantize_leading_channels(x, i_t, cfg) if cfg.quantize_input else x
         w_t = round_weight_to_power_of_two(self._target_weight(), cfg)
         b_t = self._target_bias()
         if b_t is not None and cfg.quantize_input:
