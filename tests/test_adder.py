@@ -188,6 +188,24 @@ def test_small_depthwise_layers_compile_their_weight_grad(monkeypatch) -> None:
     torch.testing.assert_close(dw.double(), _ref_backward(x, wt, grad, s, p, d, g, 0.3)[1], rtol=1e-5, atol=1e-5)
 
 
+def test_training_and_no_grad_calls_share_one_compiled_kernel() -> None:
+    """The kernels get detached tensors, so a layer shape met in training (Parameter weight, input that requires
+    grad) and again under ``torch.no_grad`` (evaluation, BN recalibration) compiles once, not twice."""
+    from torch._dynamo.utils import counters
+
+    gen = torch.Generator().manual_seed(21)
+    x = torch.randn(2, 5, 3, 3, generator=gen)
+    weight = torch.nn.Parameter(torch.randn(7, 5, 1, 1, generator=gen))
+    before = counters["stats"]["unique_graphs"]
+    adder_conv2d(x.clone().requires_grad_(), weight, backend="compiled").sum().backward()
+    after_training = counters["stats"]["unique_graphs"]
+    with torch.no_grad():
+        y = adder_conv2d(x, weight, backend="compiled")
+    assert after_training > before  # the forward (and dX) kernels were compiled here
+    assert counters["stats"]["unique_graphs"] == after_training
+    torch.testing.assert_close(y, -(x[:, None] - weight[None, :, :, 0, 0, None, None]).abs().sum(2))
+
+
 def _away_from_ties(shape: Shape, seed: int):
     """x on 0.1*Z + 0.075, w on 0.1*Z + 0.025: |x - w| >= 0.05 and |0 - w| >= 0.025 (zero padding) everywhere."""
     n, c, h, w, o, k, s, p, d, g = shape

@@ -238,6 +238,9 @@ def _call_compiled(name: str, fn: Callable[..., Any], args: tuple, backend: str)
     try:
         import torch._dynamo.config as dynamo_config
 
+        # detached views: a Parameter or a requires_grad flag would otherwise be guarded on (one more
+        # compilation per shape for nothing: the kernels never record autograd history)
+        args = tuple(a.detach() if isinstance(a, Tensor) else a for a in args)
         _mark_batch_dynamic(name, args)
         with dynamo_config.patch(fail_on_recompile_limit_hit=True):
             return _compiled(name, fn)(*args)
