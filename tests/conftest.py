@@ -2,9 +2,16 @@
 Fashion-MNIST), so a skip there means a test silently stopped testing."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 
 import pytest
+
+_BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _ci() -> bool:
@@ -25,3 +32,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if reporter is not None:
             reporter.write_line(message, red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def load_benchmark() -> Callable[[str], ModuleType]:
+    """``load_benchmark("ops")`` imports ``benchmarks/ops.py`` as module ``bench_ops`` (registered in
+    ``sys.modules``: dataclasses look their module up there)."""
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", _BENCHMARKS / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    return load

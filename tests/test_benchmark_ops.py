@@ -1,31 +1,20 @@
 """benchmarks/ops.py runs its late-stage shapes (8x8 ... 1x1 inputs) and rejects unknown shape names."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
 
-_OPS = Path(__file__).resolve().parents[1] / "benchmarks" / "ops.py"
 
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_ops", _OPS)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_late_stage_shapes_run_when_selected_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_late_stage_shapes_run_when_selected_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     load_benchmark: Callable[[str], ModuleType]) -> None:
     monkeypatch.setenv("SHIFTADDAUG_ADDER_BACKEND", "eager")
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # keep the suite's thread count
-    ops = _load()
+    ops = load_benchmark("ops")
     late = [s for s in ops.SHAPES if s.size is not None]
     assert {s.size for s in late} >= {8, 4, 2, 1}
     out = tmp_path / "ops.json"
@@ -40,8 +29,9 @@ def test_late_stage_shapes_run_when_selected_by_name(tmp_path: Path, monkeypatch
         assert row["conv_ms"] > 0 and row["adder_ms"] > 0 and row["adder_mb"] >= 0
 
 
-def test_unknown_shape_is_named(capsys: pytest.CaptureFixture[str]) -> None:
-    ops = _load()
+def test_unknown_shape_is_named(capsys: pytest.CaptureFixture[str],
+                                load_benchmark: Callable[[str], ModuleType]) -> None:
+    ops = load_benchmark("ops")
     with pytest.raises(SystemExit):
         ops.main(["--shape", "pw 1->1"])
     err = capsys.readouterr().err

@@ -2,33 +2,22 @@
 operators and fail (exit 1) on a wrong one; --device cuda without a GPU is a clear error."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
 
-_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 _ARGV = ["--device", "cpu", "--quick", "--rounds", "1", "--warmup", "0", "--threads", "1", "--batch", "2"]
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_gpu_check", _SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
-def gpu_check(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+def gpu_check(monkeypatch: pytest.MonkeyPatch, load_benchmark: Callable[[str], ModuleType]) -> ModuleType:
     monkeypatch.setenv("SHIFTADDAUG_ADDER_BACKEND", "eager")
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # keep the suite's thread count
-    return _load()
+    return load_benchmark("gpu_check")
 
 
 def test_naive_reference_matches_a_hand_computed_case(gpu_check: ModuleType) -> None:
