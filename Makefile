@@ -87,6 +87,8 @@ bench: setup
 	$(PY) benchmarks/ops.py --json benchmarks/results/ops.json
 	$(PY) benchmarks/hybrid.py
 	$(PY) benchmarks/train_step.py
+	$(PY) benchmarks/profile_step.py
+	$(PY) benchmarks/first_step.py
 	$(PY) benchmarks/integer_inference.py
 	$(PY) benchmarks/gpu_check.py
 
