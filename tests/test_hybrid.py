@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from shiftaddaug_plugin.functional.shift import shift_linear
 from shiftaddaug_plugin.layers.hybrid import HybridBatchNorm2d, HybridBatchNormAct2d, HybridConv2d, HybridLinear
 from shiftaddaug_plugin.modes import Mode, set_mode
 from shiftaddaug_plugin.sharing import WeightRemap, gauss_to_laplace
@@ -439,6 +440,21 @@ def test_hybrid_linear(op: str) -> None:
     x32 = x.float()
     assert torch.equal(slim(x32), layer(x32))
     layer.mode = Mode.AUGMENTED
+    layer.double()
+    for shape in ((3, 9), (2, 3, 9)):  # the 2-D input takes the one-copy quantiser, the 3-D one the sliced form
+        x = torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
+        x_ref = x.detach().clone().requires_grad_(True)
+        y = layer(x)
+        torch.testing.assert_close(y, ref_linear(layer, x_ref), rtol=1e-9, atol=1e-9)
+        grads = torch.autograd.grad(y.square().sum(), (x, layer.weight, layer.bias))
+        w, i_t = layer.weight, layer.target_in_features  # gradients: the two parts of eq. 4 computed separately
+        y_t = (shift_linear(x_ref[..., :i_t], w[:, :i_t], layer.bias, layer.quant_config) if op == "shift"
+               else F.linear(x_ref[..., :i_t], w[:, :i_t], layer.bias))
+        y_two = y_t + F.linear(x_ref[..., i_t:], w[:, i_t:9])
+        grads_ref = torch.autograd.grad(y_two.square().sum(), (x_ref, layer.weight, layer.bias))
+        for got, want in zip(grads, grads_ref):
+            torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+    layer.float()
     x = torch.randn(3, 9, requires_grad=True)
     layer(x).square().sum().backward()
     assert (layer.weight.grad[:, :9] != 0).all() and (layer.weight.grad[:, 9:] == 0).all()

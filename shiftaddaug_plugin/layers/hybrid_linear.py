@@ -10,7 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..functional.shift import shift_linear
+from ..functional.shift import (
+    quantize_input_fixed_point,
+    quantize_leading_channels,
+    round_weight_to_power_of_two,
+    shift_linear,
+)
 from ..modes import Mode
 from ..ops import Op, check_op_kwargs
 from .hybrid_conv import shift_config
@@ -25,8 +30,9 @@ class HybridLinear(nn.Linear):
 
     ``in_features`` is the maximum width; outputs are not widened. ``Mode.TARGET``: ``Y = ShiftLinear(X)`` with
     ``W[:, :I_t]`` and the bias; ``Mode.AUGMENTED``: ``Y = shift_linear(X[..., :I_t], W[:, :I_t], bias) +
-    linear(X[..., I_t:], W[:, I_t:I_in])`` (the bias belongs to the MF part). ``op='mult'`` or ``mf_enabled=False``
-    make the target part an ordinary linear layer. ``op_kwargs``: shift quantisation settings.
+    linear(X[..., I_t:], W[:, I_t:I_in])`` (the bias belongs to the MF part), computed as one linear layer.
+    ``op='mult'`` or ``mf_enabled=False`` make the target part an ordinary linear layer.
+    ``op_kwargs``: shift quantisation settings.
     """
 
     def __init__(
@@ -78,10 +84,28 @@ class HybridLinear(nn.Linear):
         if not self._target_in <= c_in <= self.in_features:
             raise ValueError(f"HybridLinear in AUGMENTED mode expects between target_in_features={self._target_in} "
                              f"and in_features={self.in_features} input features, got {c_in}")
-        y = self._mf(x[..., : self._target_in])
-        if c_in > self._target_in:
-            y = y + F.linear(x[..., self._target_in:], self.weight[:, self._target_in: c_in])
-        return y
+        if c_in == self._target_in:
+            return self._mf(x)
+        return self._augmented(x, c_in)
+
+    def _augmented(self, x: Tensor, c_in: int) -> Tensor:
+        """Eq. 4 as one linear over the active inputs: outputs are not widened, so ``MF(X_t, W_t) + X_a W_a^T`` is
+        ``[Q(X_t), X_a] [Q(W_t), W_a]^T`` (shift target: ``Q`` = fixed-point input, power-of-two weight, fixed-point
+        bias; multiplicative target: no ``Q``), the same sum without slicing the input or adding two outputs."""
+        i_t = self._target_in
+        if self.target_is_multiplicative:
+            return F.linear(x, self.weight[:, :c_in], self.bias)
+        cfg = self.quant_config
+        assert cfg is not None
+        bias = self.bias
+        if cfg.quantize_input:
+            if x.dim() == 2:
+                x = quantize_leading_channels(x, i_t, cfg)
+            else:
+                x = torch.cat([quantize_input_fixed_point(x[..., :i_t], cfg), x[..., i_t:]], -1)
+            bias = None if bias is None else quantize_input_fixed_point(bias, cfg)
+        w = torch.cat([round_weight_to_power_of_two(self.weight[:, :i_t], cfg), self.weight[:, i_t:c_in]], 1)
+        return F.linear(x, w, bias)
 
     def export(self) -> nn.Module:
         """New ``ShiftLinear`` (or ``nn.Linear`` for ``op='mult'`` / ``mf_enabled=False``) of ``target_in_features``
