@@ -121,6 +121,11 @@ def test_holdout_split_and_sort_ablation_flags(tmp_path: Path) -> None:
     cmd = rp.build_command(mbv2, SMALL, tmp_path)
     assert mbv2.name == "mbv2tiny_addaug-no-sort-remap_s0" and cmd[-1] == "--no-sort-remap"
     assert cmd[cmd.index("--model") + 1] == "shiftadd_mbv2_tiny" and "1.8" in cmd  # MobileNetV2-Tiny's width list
+    scope_mbv2 = {r.row: r for r in rp.expand_plan(["ablation-sort-scope-mbv2"], SMALL, seeds=[0])}
+    no_sort = rp.build_command(scope_mbv2["ShiftAug no-sort"], SMALL, tmp_path)
+    assert no_sort[-2:] == ["--sort-interval", "0"] and no_sort[no_sort.index("--model") + 1] == "shiftadd_mbv2_tiny"
+    assert pairs["ShiftAug no-sort"] == "ShiftAug"
+    assert rp.build_command(scope_mbv2["ShiftAug sort-augmented"], SMALL, tmp_path)[-2:] == ["--sort-scope", "augmented"]
 
 
 def test_seg_command_baseline_and_status(tmp_path: Path) -> None:

@@ -87,6 +87,9 @@ GROUPS: dict[str, tuple[str, str, tuple[RowSpec, ...]]] = {
         RowSpec("AddAug no-sort-remap", "adder", True, extra=("--no-sort-remap",)),)),
     "ablation-sort-remap-mbv2": ("cls", "shiftadd_mbv2_tiny", (
         RowSpec("AddAug no-sort-remap", "adder", True, extra=("--no-sort-remap",)),)),
+    "ablation-sort-scope-mbv2": ("cls", "shiftadd_mbv2_tiny", (
+        RowSpec("ShiftAug no-sort", "shift", True, extra=("--sort-interval", "0")),
+        RowSpec("ShiftAug sort-augmented", "shift", True, extra=("--sort-scope", "augmented")))),
     "ablation-aug-dims": ("cls", "shiftadd_mcunet", (
         RowSpec("ShiftAug width-only", "shift", True, extra=("--aug-expand-list", "1.0")),
         RowSpec("ShiftAug expand-only", "shift", True, extra=("--aug-width-mult-list", "1.0")))),
