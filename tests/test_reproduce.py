@@ -26,6 +26,7 @@ def _load() -> Any:
 
 
 rp = _load()
+rp_curves = importlib.import_module("repro.curves")  # tools/ is on sys.path once reproduce.py is loaded
 SMALL = rp.BUDGETS["small"]
 
 # fake per-run accuracies: (row, seed) -> top-1; costs per row
@@ -33,6 +34,15 @@ _TOP1 = {("Mult", 0): 80.0, ("Mult", 1): 82.0, ("Shift", 0): 70.0, ("Shift", 1):
          ("ShiftAug", 0): 71.5, ("ShiftAug", 1): 72.0}
 _COST = {"mult": dict(macs=1000, mults=1000, shifts=0, adds=1000, params=10, energy_uj=4.6e-3),
          "shift": dict(macs=1000, mults=10, shifts=990, adds=1000, params=10, energy_uj=1.1e-3)}
+
+
+def _fake_csv(spec: Any) -> str:
+    """A two-epoch summary.csv as the trainer writes it (0-based epochs, evaluated after the second only)."""
+    top1 = _TOP1[(spec.row, spec.seed)]
+    return ("epoch,train_loss_target,train_loss_aug,train_top1,eval_top1,eval_loss,eval_ema_top1,lr,width_aug,"
+            "mf_layers,time\n"
+            f"0,{1.5 + spec.seed},,40.0,,,,0.05,1,3,1.0\n"
+            f"1,{0.5 + spec.seed},,60.0,{top1},0.9,,0.01,0,3,1.0\n")
 
 
 def _fake_command(record: Path) -> Any:
@@ -44,6 +54,7 @@ def _fake_command(record: Path) -> Any:
                    "cost": _COST[spec.op]}
         code = ("import json, pathlib, sys; out = pathlib.Path(sys.argv[1]); "
                 "out.joinpath('summary.json').write_text(sys.argv[2]); "
+                f"out.joinpath('summary.csv').write_text({_fake_csv(spec)!r}); "
                 "open(sys.argv[3], 'a').write(out.name + '\\n'); print('epoch 1/1: fake'); print('done: fake')")
         return [sys.executable, "-c", code, str(runs_dir / spec.name), json.dumps(summary), str(record)]
 
@@ -125,7 +136,8 @@ def test_holdout_split_and_sort_ablation_flags(tmp_path: Path) -> None:
     no_sort = rp.build_command(scope_mbv2["ShiftAug no-sort"], SMALL, tmp_path)
     assert no_sort[-2:] == ["--sort-interval", "0"] and no_sort[no_sort.index("--model") + 1] == "shiftadd_mbv2_tiny"
     assert pairs["ShiftAug no-sort"] == "ShiftAug"
-    assert rp.build_command(scope_mbv2["ShiftAug sort-augmented"], SMALL, tmp_path)[-2:] == ["--sort-scope", "augmented"]
+    sort_augmented = rp.build_command(scope_mbv2["ShiftAug sort-augmented"], SMALL, tmp_path)
+    assert sort_augmented[-2:] == ["--sort-scope", "augmented"]
 
 
 def test_seg_command_baseline_and_status(tmp_path: Path) -> None:
@@ -246,6 +258,18 @@ def test_reports_statistics_and_files(tmp_path: Path) -> None:
     assert "| main-mcunet | ShiftAug - Shift | +0.25 |" in md
     png = tmp_path / "accuracy_energy.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # learning curves: each record carries its summary.csv, curves.png shows the mean over seeds
+    shift0 = next(r for r in on_disk["runs"] if r["row"] == "Shift" and r["seed"] == 0)
+    assert [p["epoch"] for p in shift0["curve"]] == [1, 2]
+    assert shift0["curve"][0]["eval_top1"] is None and shift0["curve"][1]["eval_top1"] == _TOP1[("Shift", 0)]
+    assert shift0["curve"][0]["width_aug"] == 1.0 and shift0["curve"][1]["train_loss_target"] == 0.5
+    curves = rp_curves.mean_curves(on_disk["runs"], "eval_top1")
+    assert curves[("shiftadd_mcunet", "Shift")] == [(2, pytest.approx(statistics.fmean(
+        [_TOP1[("Shift", 0)], _TOP1[("Shift", 1)]])), 2)]
+    assert rp_curves.mean_curves(on_disk["runs"], "train_loss_target")[("shiftadd_mcunet", "Mult")] == [
+        (1, pytest.approx(2.0), 2), (2, pytest.approx(1.0), 2)]
+    curves_png = tmp_path / "curves.png"
+    assert curves_png.is_file() and curves_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_reports_skip_unfinished_runs(tmp_path: Path) -> None:
@@ -259,6 +283,9 @@ def test_reports_skip_unfinished_runs(tmp_path: Path) -> None:
     assert [r["row"] for r in payload["rows"]] == ["Mult"] and payload["rows"][0]["std"] == 0.0
     assert payload["paired_differences"] == []
     assert not (tmp_path / "accuracy_energy.png").exists()
+    assert payload["runs"][0]["curve"] == []  # a run without summary.csv has an empty curve, no error
+    assert not rp_curves.plot_curves(payload["runs"], tmp_path / "curves.png", "t")
+    assert not (tmp_path / "curves.png").exists()
 
 
 def test_ablation_rows_pair_with_main_rows_of_the_same_model() -> None:

@@ -97,7 +97,7 @@ class HybridLinear(nn.Linear):
             return F.linear(x, self.weight[:, :c_in], self.bias)
         cfg = self.quant_config
         assert cfg is not None
-        bias = self.bias
+        bias: Tensor | None = self.bias
         if cfg.quantize_input:
             if x.dim() == 2:
                 x = quantize_leading_channels(x, i_t, cfg)

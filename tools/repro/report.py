@@ -7,13 +7,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
+from repro.curves import plot_curves, read_curve
 from repro.plan import _SHORT_MODEL, BUDGETS, RunSpec
 from repro.runs import run_status
 
 
 # ----------------------------------------------------------------------------------------------------- results
 def collect_results(plan: Sequence[RunSpec], runs_dir: Path, *, test_eval: bool = False) -> list[dict[str, Any]]:
-    """One record per *finished* run of ``plan``: spec fields + metric (top-1 % or mIoU %) + cost totals.
+    """One record per *finished* run of ``plan``: spec fields + metric (top-1 % or mIoU %) + cost totals, and for
+    classification runs the per-epoch ``curve`` of ``summary.csv`` (:func:`repro.curves.read_curve`).
     ``test_eval``: the metric is the official test top-1 of ``test_eval.json`` (runs without one are left out)."""
     records: list[dict[str, Any]] = []
     for spec in plan:
@@ -37,6 +39,7 @@ def collect_results(plan: Sequence[RunSpec], runs_dir: Path, *, test_eval: bool 
             cost = summary.get("cost") or {}
             for key in ("macs", "mults", "shifts", "adds", "params", "energy_uj"):
                 rec[key] = cost.get(key)
+            rec["curve"] = read_curve(out)
         else:
             result = json.loads((out / "result.json").read_text())
             rec["metric"] = float(result["miou"])  # mmseg logs mIoU in %
@@ -181,7 +184,8 @@ def format_markdown(rows: Sequence[dict[str, Any]], diffs: Sequence[dict[str, An
 def write_reports(plan: Sequence[RunSpec], runs_dir: Path, results_dir: Path, budget_name: str,
                   extra_meta: dict[str, Any] | None = None, plot: bool = True, *,
                   test_eval: bool = False) -> dict[str, Any]:
-    """``results.json``, ``results.md`` and ``accuracy_energy.png`` from the finished runs of ``plan``;
+    """``results.json``, ``results.md``, ``accuracy_energy.png`` and ``curves.png`` (learning curves of the
+    classification runs) from the finished runs of ``plan``;
     ``test_eval`` (after ``--split holdout``): ``results_test.json`` / ``results_test.md`` with the official test
     top-1 of the main-table runs (:func:`run_test_evals`), the held-out reports left as they are."""
     records = collect_results(plan, runs_dir, test_eval=test_eval)
@@ -205,6 +209,10 @@ def write_reports(plan: Sequence[RunSpec], runs_dir: Path, results_dir: Path, bu
                "energy": r["energy_uj"], "group": r["model"]}
               for r in rows if r["metric_name"] == "top1" and r.get("energy_uj") is not None
               and r["group"].startswith("main-")]  # ablation rows share their main row's cost: tables only
+    if plot:
+        plot_curves(records, results_dir / "curves.png",
+                    title=f"Fashion-MNIST, {'held-out' if meta.get('split') == 'holdout' else 'test'} evaluation "
+                          f"({budget_name} budget), mean over seeds")
     if plot and points:
         from shiftaddaug_plugin.cost import plot_pareto
 
