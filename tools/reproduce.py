@@ -66,7 +66,9 @@ across threads, a 2-core machine runs two single-thread jobs at full speed); eac
 At the end (and with ``--report-only``) the script writes ``results/results.json`` (every run and the aggregated
 rows), ``results/results.md`` (markdown tables: top-1 mean +- sample std over seeds, MACs, multiplications, shifts,
 additions, energy of the exported target network from the cost model, docs/algorithms.md §8) and
-``results/accuracy_energy.png`` (mean top-1 vs energy, Pareto front marked).
+``results/accuracy_energy.png`` (mean top-1 vs energy, Pareto front marked) and ``results/curves.png`` (evaluated
+top-1 and target training loss per epoch, mean over seeds; each classification run's per-epoch curve is also in
+``results.json``).
 """
 from __future__ import annotations
 
