@@ -27,6 +27,7 @@ def _load() -> Any:
 
 rp = _load()
 rp_curves = importlib.import_module("repro.curves")  # tools/ is on sys.path once reproduce.py is loaded
+rp_provenance = importlib.import_module("repro.provenance")
 SMALL = rp.BUDGETS["small"]
 
 # fake per-run accuracies: (row, seed) -> top-1; costs per row
@@ -215,6 +216,13 @@ def test_execute_skips_finished_runs_and_resumes(tmp_path: Path) -> None:
     assert all(rp.run_status(r, runs) == "finished" for r in plan)
     assert any("start" in line for line in lines) and any("epoch 1/1: fake" in line for line in lines)
     assert (runs / plan[1].name / "stdout.log").read_text().count("done: fake") == 1
+    # provenance: each launched run records the code revision and machine; the skipped one records nothing
+    launched = json.loads((runs / plan[1].name / "provenance.json").read_text())
+    assert len(launched) == 1 and launched[0]["commit"] == rp_provenance.describe_environment(REPO)["commit"]
+    assert launched[0]["torch"] and launched[0]["cpu"] and isinstance(launched[0]["dirty"], bool)
+    assert not (done_dir / "provenance.json").exists()
+    records = {r["name"]: r for r in rp.collect_results(plan, runs)}
+    assert records[plan[1].name]["provenance"] == launched and records[plan[0].name]["provenance"] == []
     # second invocation: nothing left to do
     again = rp.execute_plan(plan, SMALL, runs, jobs=2, command_fn=_fake_command(record), log=lambda s: None,
                             poll_s=0.02)
@@ -326,3 +334,13 @@ def test_test_eval_of_holdout_runs_reports_main_rows_only(tmp_path: Path, monkey
     assert rows["ShiftAug"]["values"] == [_TOP1[("ShiftAug", s)] - 10 for s in (0, 1)]
     assert (tmp_path / "results_test.md").is_file() and not (tmp_path / "results.md").exists()
     assert "held-out table" in (tmp_path / "results_test.md").read_text()
+
+
+def test_provenance_appends_one_entry_per_launch(tmp_path: Path) -> None:
+    rp_provenance.record_launch(tmp_path, {"commit": "a", "cpu": "x"})
+    rp_provenance.record_launch(tmp_path, {"commit": "b", "cpu": "x"})  # a resumed run: a second launch
+    assert [e["commit"] for e in rp_provenance.read_provenance(tmp_path)] == ["a", "b"]
+    (tmp_path / "provenance.json").write_text("{not json")
+    assert rp_provenance.read_provenance(tmp_path) == []  # an unreadable record is no record, not a crash
+    outside = rp_provenance.describe_environment(tmp_path / "no-repo")
+    assert outside["commit"] is None and outside["dirty"] is None

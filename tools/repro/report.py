@@ -9,13 +9,15 @@ from typing import Any, Sequence
 
 from repro.curves import plot_curves, read_curve
 from repro.plan import _SHORT_MODEL, BUDGETS, RunSpec
+from repro.provenance import read_provenance
 from repro.runs import run_status
 
 
 # ----------------------------------------------------------------------------------------------------- results
 def collect_results(plan: Sequence[RunSpec], runs_dir: Path, *, test_eval: bool = False) -> list[dict[str, Any]]:
     """One record per *finished* run of ``plan``: spec fields + metric (top-1 % or mIoU %) + cost totals, and for
-    classification runs the per-epoch ``curve`` of ``summary.csv`` (:func:`repro.curves.read_curve`).
+    classification runs the per-epoch ``curve`` of ``summary.csv`` (:func:`repro.curves.read_curve`); ``provenance``:
+    code revision, versions and processor of each launch (:mod:`repro.provenance`).
     ``test_eval``: the metric is the official test top-1 of ``test_eval.json`` (runs without one are left out)."""
     records: list[dict[str, Any]] = []
     for spec in plan:
@@ -26,6 +28,7 @@ def collect_results(plan: Sequence[RunSpec], runs_dir: Path, *, test_eval: bool 
             continue
         rec: dict[str, Any] = {k: v for k, v in asdict(spec).items() if k not in ("extra", "convert_kwargs")}
         rec["flags"] = list(spec.extra) + [f"{k}={v}" for k, v in spec.convert_kwargs]
+        rec["provenance"] = read_provenance(out)
         if spec.kind == "cls":
             summary = json.loads((out / "summary.json").read_text())
             rec["metric"] = float(summary["exported_top1"])

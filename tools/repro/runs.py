@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 
 from repro.paths import CLS_CONFIG, REPO, SEG_CONFIGS, SEG_WITH_TEST_SPLIT
 from repro.plan import _NETAUG_WIDTH, Budget, RunSpec
+from repro.provenance import describe_environment, record_launch
 
 
 # ----------------------------------------------------------------------------------------------------- runs
@@ -198,6 +199,7 @@ def execute_plan(plan: Sequence[RunSpec], budget: Budget, runs_dir: Path, *, job
         f"{jobs} at a time -> {runs_dir}")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    environment = describe_environment(REPO) if todo else {}
     running: list[tuple[RunSpec, subprocess.Popen, threading.Thread, float]] = []
     failed: list[str] = []
     done, t0 = 0, time.perf_counter()
@@ -224,6 +226,7 @@ def execute_plan(plan: Sequence[RunSpec], budget: Budget, runs_dir: Path, *, job
             status = run_status(spec, runs_dir)
             cmd = command_fn(spec, budget, runs_dir)
             (runs_dir / spec.name / "command.txt").write_text(" ".join(cmd) + "\n")
+            record_launch(runs_dir / spec.name, environment)
             proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     text=True, bufsize=1)
             thread = threading.Thread(target=pump, args=(spec, proc), daemon=True)
