@@ -276,6 +276,7 @@ def test_reports_statistics_and_files(tmp_path: Path) -> None:
         [_TOP1[("Shift", 0)], _TOP1[("Shift", 1)]])), 2)]
     assert rp_curves.mean_curves(on_disk["runs"], "train_loss_target")[("shiftadd_mcunet", "Mult")] == [
         (1, pytest.approx(2.0), 2), (2, pytest.approx(1.0), 2)]
+    assert rp_curves.width_aug_end(on_disk["runs"]) == 1  # the fake curves augment in their first epoch only
     curves_png = tmp_path / "curves.png"
     assert curves_png.is_file() and curves_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

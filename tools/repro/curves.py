@@ -55,9 +55,17 @@ def mean_curves(records: Sequence[dict[str, Any]], field: str) -> dict[tuple[str
             for key, per_epoch in values.items()}
 
 
+def width_aug_end(records: Sequence[dict[str, Any]]) -> float | None:
+    """Last epoch in which any run of ``records`` trained with width augmentation on (``None``: no such epoch)."""
+    epochs = [p["epoch"] for rec in records for p in rec.get("curve") or ()
+              if p.get("width_aug") and p.get("epoch") is not None]
+    return max(epochs) if epochs else None
+
+
 def plot_curves(records: Sequence[dict[str, Any]], path: Path, title: str) -> bool:
     """Draw evaluated top-1 (left) and the target's training loss (right) per epoch, one line per (model, row),
-    mean over seeds, to ``path`` (PNG). Returns False (and writes nothing) when no record has a curve."""
+    mean over seeds, epochs with width augmentation shaded, to ``path`` (PNG). Returns False (and writes nothing)
+    when no record has a curve."""
     top1 = mean_curves(records, "eval_top1")
     loss = mean_curves(records, "train_loss_target")
     if not top1 and not loss:
@@ -68,12 +76,15 @@ def plot_curves(records: Sequence[dict[str, Any]], path: Path, title: str) -> bo
     import matplotlib.pyplot as plt
 
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2))
+    aug_end = width_aug_end(records)
     for ax, curves, ylabel in ((ax_acc, top1, "evaluated top-1 of the target (%)"),
                                (ax_loss, loss, "target training loss")):
         for (model, row), points in curves.items():
             seeds = max(n for _, _, n in points)
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=3,
                     label=f"{row} ({model.replace('shiftadd_', '')}, {seeds} seed{'s' if seeds > 1 else ''})")
+        if aug_end is not None:
+            ax.axvspan(0.5, aug_end + 0.5, color="0.9", zorder=0, label="width augmentation on")
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
