@@ -19,8 +19,6 @@ CURVE_FIELDS = ("epoch", "train_loss_target", "train_loss_aug", "train_top1", "e
 def _number(text: str | None) -> float | None:
     if text is None or text.strip() == "":
         return None
-    if text in ("True", "False"):
-        return float(text == "True")
     value = float(text)
     return value if math.isfinite(value) else None
 

@@ -15,6 +15,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from repro.files import write_json_atomically
+
 FILE = "provenance.json"
 
 
@@ -54,12 +56,9 @@ def describe_environment(repo: Path) -> dict[str, Any]:
 
 def record_launch(run_dir: Path, environment: dict[str, Any]) -> None:
     """Append ``environment`` to ``run_dir/provenance.json`` (a list: a resumed run has one entry per launch)."""
-    path = run_dir / FILE
     launches = read_provenance(run_dir)
     launches.append(environment)
-    tmp = path.with_name(FILE + ".tmp")
-    tmp.write_text(json.dumps(launches, indent=1) + "\n")
-    tmp.replace(path)
+    write_json_atomically(run_dir / FILE, launches, indent=1)
 
 
 def read_provenance(run_dir: Path) -> list[dict[str, Any]]:

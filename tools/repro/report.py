@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from repro.curves import plot_curves, read_curve
+from repro.files import write_json_atomically
 from repro.plan import _SHORT_MODEL, BUDGETS, RunSpec
 from repro.provenance import read_provenance
 from repro.runs import run_status
@@ -202,9 +203,7 @@ def write_reports(plan: Sequence[RunSpec], runs_dir: Path, results_dir: Path, bu
     stem = "results_test" if test_eval else "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     payload = {"meta": meta, "rows": rows, "paired_differences": diffs, "runs": records}
-    tmp = results_dir / f"{stem}.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    tmp.replace(results_dir / f"{stem}.json")
+    write_json_atomically(results_dir / f"{stem}.json", payload, indent=2, default=str)
     (results_dir / f"{stem}.md").write_text(format_markdown(rows, diffs, meta) + "\n")
     if test_eval:
         return payload

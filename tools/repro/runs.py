@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from repro.files import write_json_atomically
 from repro.paths import CLS_CONFIG, REPO, SEG_CONFIGS, SEG_WITH_TEST_SPLIT
 from repro.plan import _NETAUG_WIDTH, Budget, RunSpec
 from repro.provenance import describe_environment, record_launch
@@ -172,9 +173,7 @@ def run_test_evals(plan: Sequence[RunSpec], budget: Budget, runs_dir: Path, *,
         if proc.returncode != 0 or result is None:
             log(f"  test evaluation of {spec.name} failed (rc {proc.returncode}): {proc.stderr.strip()[-300:]}")
             continue
-        tmp = out / "test_eval.json.tmp"  # tools/ runs without the package installed: no shiftaddaug_plugin.atomic
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        tmp.replace(out / "test_eval.json")
+        write_json_atomically(out / "test_eval.json", result, indent=2)
         log(f"  test {name} {spec.name}: {result[name.lower()]:.2f}")
         written += 1
     return written
