@@ -25,6 +25,15 @@ Experiment groups (``--only`` takes one or more, comma separated; ``--seeds`` ov
 * ``ablation-aug-dims``: ShiftAug with width augmentation only (expand list ``[1.0]``) and expand augmentation only
   (width list ``[1.0]``); "both" = main table's ShiftAug.
   (The ablations use MCUNet unless their name says otherwise.)
+* ``nas-mcunet``: the two-stage NAS against the hand-designed network (docs/nas.md). Before training, the NAS
+  stages (tools/repro/nas_stages.py, resumable, under ``<results>/nas/``) train the supernet and search shift
+  targets within the energy and peak memory of the MF MCUNet (``shiftadd_mcunet``, ``op=shift``); rows **NAS Shift**
+  / **NAS ShiftAug** (the searched target trained directly / inside its hybrid network), **NAS ShiftAug+depth-aug**
+  (stage 2: the target chosen inside a deeper network, whose other blocks are depth augmentation) and **NASA Shift**
+  (NASA's per-block operator choice mult / shift / adder), paired with ``main-mcunet``'s Shift / ShiftAug of the
+  same seeds (run ``--only main-mcunet,nas-mcunet --rows ...``). ``nas-proxy``: six searched architectures spread
+  over the proxy's range, trained once each: the Kendall tau of proxy vs trained top-1 (``nas_report.json``,
+  ``nas_search.png``: the search curves).
 * ``seg``: MMSegmentation on the embedded Fashion-MNIST scenes (64 x 64, 11 classes), MobileNetV2-Tiny + FCN:
   Mult, Shift, ShiftAug, Add, AddAug, reported as mIoU (validation split after BN recalibration). Needs mmcv with
   compiled ops and mmsegmentation.
@@ -81,6 +90,7 @@ from typing import Any, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/ -> the repro package
 
 from repro import runs  # noqa: E402,F401 - tests patch tools/repro/runs.py through it
+from repro.nas_stages import prepare_nas  # noqa: E402
 from repro.paths import DEFAULT_RESULTS  # noqa: E402
 from repro.plan import BUDGETS, GROUPS, Budget, RunSpec, expand_plan, parse_only  # noqa: E402,F401
 from repro.report import (  # noqa: E402,F401
@@ -118,6 +128,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--list", action="store_true", help="print the plan with each run's status and exit")
     p.add_argument("--report-only", action="store_true", help="only rebuild results.json/md/png from finished runs")
     p.add_argument("--no-plot", action="store_true", help="skip the accuracy-energy plot")
+    p.add_argument("--nas-stages-only", action="store_true",
+                   help="with nas-* groups: run the NAS stages (supernet, searches) and stop before training")
     return p.parse_args(argv)
 
 
@@ -130,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             budget = replace(budget, holdout=True)
         rows = [r.strip() for r in args.rows.split(",") if r.strip()] or None
         plan = expand_plan(groups, budget, args.seeds, rows)
+        if args.nas_stages_only and not any(g.startswith("nas-") for g in groups):
+            raise ValueError("--nas-stages-only needs a nas-* group in --only (e.g. --only nas-mcunet)")
     except ValueError as err:
         print(f"reproduce: error: {err}", file=sys.stderr)
         return 2
@@ -147,6 +161,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"reproduce: error: the segmentation groups need mmcv (with ops) and mmsegmentation ({err}); install "
                   "shiftaddaug_plugin[mmseg] or leave the seg* groups out of --only", file=sys.stderr)
             return 2
+    if any(g.startswith("nas-") for g in groups) and not args.report_only:
+        if not prepare_nas(results_dir, args.budget, budget):
+            print("reproduce: error: a NAS stage failed (its log is named above); fix it and rerun: finished "
+                  "stages are kept", file=sys.stderr)
+            return 1
+        if args.nas_stages_only:
+            return 0
+        missing = [s.name for s in plan if s.arch and not (results_dir / s.arch).is_file()]
+        if missing:
+            print(f"reproduce: {len(missing)} runs have no architecture file (the search found fewer feasible "
+                  f"candidates): {', '.join(missing)}; skipped")
+            plan = [s for s in plan if s.name not in missing]
     summary: dict[str, Any] = {}
     if not args.report_only:
         try:

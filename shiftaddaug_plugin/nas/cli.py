@@ -173,6 +173,10 @@ def _search(args: argparse.Namespace) -> int:
     deep = None
     if args.mode == "select":
         deep = load_arch(args.deep_arch) if args.deep_arch else space.max_arch()
+        if not set(deep.ops()) <= set(space.op_choices) or deep.base_op != space.base_op:
+            # the deep arch fixes the operators (e.g. an MF deep net searched on the multiplicative supernet)
+            space = space.with_ops(tuple(dict.fromkeys((*space.op_choices, *deep.ops()))), deep.base_op)
+            supernet.space = space
         space.validate(deep)
     elif args.deep_arch:
         raise ValueError("--deep-arch applies to --mode select")

@@ -56,6 +56,8 @@ class RowSpec:
     aug: bool
     extra: tuple[str, ...] = ()
     convert_kwargs: tuple[tuple[str, Any], ...] = ()
+    #: ``shiftadd_custom`` rows: the architecture JSON, relative to the results folder (written by the NAS stages)
+    arch: str = ""
 
 
 _MAIN_ROWS: tuple[RowSpec, ...] = (
@@ -68,6 +70,21 @@ _MAIN_ROWS: tuple[RowSpec, ...] = (
 )
 #: segmentation has no NetAug row (the multiplicative reference is enough there)
 _SEG_ROWS: tuple[RowSpec, ...] = tuple(row for row in _MAIN_ROWS if row.label != "NetAug")
+
+#: Searched networks (tools/repro/nas_stages.py writes the arch files; shift targets, MCUNet's NetAug width list).
+#: "NAS": best proxy under the MF MCUNet's energy and peak memory; "+depth-aug": stage 2's target trained with its
+#: deep network's extra blocks as depth augmentation; "NASA": per-block operator choice (mult / shift / adder).
+NAS_ROWS: tuple[RowSpec, ...] = (
+    RowSpec("NAS Shift", "shift", False, arch="nas/search-shift/arch.json"),
+    RowSpec("NAS ShiftAug", "shift", True, arch="nas/search-shift/arch.json"),
+    RowSpec("NAS ShiftAug+depth-aug", "shift", True, arch="nas/select-shift/depth_aug.json"),
+    RowSpec("NASA Shift", "shift", False, arch="nas/search-nasa/arch.json"),
+)
+#: how many searched architectures, spread over the proxy's range, are trained (one row each) to measure the rank
+#: correlation between the accuracy proxy and the trained accuracy
+NAS_PROXY_ARCHS = 6
+NAS_PROXY_ROWS: tuple[RowSpec, ...] = tuple(
+    RowSpec(f"proxy-{i}", "shift", False, arch=f"nas/proxy/arch_{i}.json") for i in range(1, NAS_PROXY_ARCHS + 1))
 
 #: group -> (kind, model, rows). Ablation rows compare against the main table's row of the same seed.
 GROUPS: dict[str, tuple[str, str, tuple[RowSpec, ...]]] = {
@@ -93,6 +110,8 @@ GROUPS: dict[str, tuple[str, str, tuple[RowSpec, ...]]] = {
     "ablation-aug-dims": ("cls", "shiftadd_mcunet", (
         RowSpec("ShiftAug width-only", "shift", True, extra=("--aug-expand-list", "1.0")),
         RowSpec("ShiftAug expand-only", "shift", True, extra=("--aug-width-mult-list", "1.0")))),
+    "nas-mcunet": ("cls", "shiftadd_custom", NAS_ROWS),
+    "nas-proxy": ("cls", "shiftadd_custom", NAS_PROXY_ROWS),
     "seg": ("seg", "mbv2_tiny_fcn", _SEG_ROWS),
     "seg-brain": ("seg", "mbv2_tiny_fcn_brain", _SEG_ROWS),
     "seg-nuclei": ("seg", "mbv2_tiny_fcn_nuclei", _SEG_ROWS),
@@ -102,8 +121,11 @@ GROUPS: dict[str, tuple[str, str, tuple[RowSpec, ...]]] = {
         RowSpec("ShiftAug sort-augmented", "shift", True, extra=("custom_hooks.0.sort_scope=augmented",)))),
 }
 #: NetAug's width lists (docs/algorithms.md §4); the expand list [1.0, 1.6, 2.2, 2.8] comes from the yaml recipe
-_NETAUG_WIDTH = {"shiftadd_mcunet": (1.0, 1.6, 2.2), "shiftadd_mbv2_tiny": (1.0, 1.8, 2.6)}
-_SHORT_MODEL = {"shiftadd_mcunet": "mcunet", "shiftadd_mbv2_tiny": "mbv2tiny", "mbv2_tiny_fcn": "mbv2tinyfcn",
+#: (the searched networks take MCUNet's: they are compared with it)
+_NETAUG_WIDTH = {"shiftadd_mcunet": (1.0, 1.6, 2.2), "shiftadd_mbv2_tiny": (1.0, 1.8, 2.6),
+                 "shiftadd_custom": (1.0, 1.6, 2.2)}
+_SHORT_MODEL = {"shiftadd_mcunet": "mcunet", "shiftadd_mbv2_tiny": "mbv2tiny", "shiftadd_custom": "custom",
+                "mbv2_tiny_fcn": "mbv2tinyfcn",
                "mbv2_tiny_fcn_brain": "brain-mbv2tinyfcn", "mbv2_tiny_fcn_nuclei": "nuclei-mbv2tinyfcn"}
 
 
@@ -121,6 +143,7 @@ class RunSpec:
     aug: bool
     extra: tuple[str, ...] = ()
     convert_kwargs: tuple[tuple[str, Any], ...] = ()
+    arch: str = ""
 
 
 def _slug(text: str) -> str:
@@ -162,7 +185,8 @@ def expand_plan(groups: Sequence[str], budget: Budget, seeds: Sequence[int] | No
                 name = f"{_SHORT_MODEL[model]}_{_slug(row.label)}_s{seed}" if kind == "cls" else \
                     f"seg_{_SHORT_MODEL[model]}_{_slug(row.label)}_s{seed}"
                 plan.append(RunSpec(name=name, group=group, kind=kind, model=model, row=row.label, seed=int(seed),
-                                    op=row.op, aug=row.aug, extra=row.extra, convert_kwargs=row.convert_kwargs))
+                                    op=row.op, aug=row.aug, extra=row.extra, convert_kwargs=row.convert_kwargs,
+                                    arch=row.arch))
     names = [r.name for r in plan]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate run names in the plan: {sorted(n for n in names if names.count(n) > 1)}")

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 from repro.curves import plot_curves, read_curve
 from repro.files import write_json_atomically
+from repro.nas_report import format_nas_markdown, write_nas_report
 from repro.plan import _SHORT_MODEL, BUDGETS, RunSpec
 from repro.provenance import read_provenance
 from repro.runs import run_status
@@ -93,27 +94,48 @@ PAIRS: tuple[tuple[str, str], ...] = (
     ("ShiftAug+block-variant", "ShiftAug"), ("AddAug+block-variant", "AddAug"),
     ("AddAug+block-variant", "AddAug+block-variant no-remap"),
     ("ShiftAug width-only", "ShiftAug"), ("ShiftAug expand-only", "ShiftAug"),
+    ("NAS ShiftAug", "NAS Shift"), ("NAS ShiftAug+depth-aug", "NAS ShiftAug"),
+)
+#: ((model a, row a), (model b, row b)): searched networks against the hand-designed one of the same cost limit
+#: (same seeds = same data subset and initialisation RNG, same recipe)
+CROSS_PAIRS: tuple[tuple[tuple[str, str], tuple[str, str]], ...] = (
+    (("shiftadd_custom", "NAS Shift"), ("shiftadd_mcunet", "Shift")),
+    (("shiftadd_custom", "NAS ShiftAug"), ("shiftadd_mcunet", "ShiftAug")),
+    (("shiftadd_custom", "NAS ShiftAug+depth-aug"), ("shiftadd_mcunet", "ShiftAug")),
+    (("shiftadd_custom", "NASA Shift"), ("shiftadd_mcunet", "Shift")),
 )
 
 
-def paired_differences(records: Sequence[dict[str, Any]],
-                       pairs: Sequence[tuple[str, str]] = PAIRS) -> list[dict[str, Any]]:
-    """``a - b`` per seed (same seed = same data subset and initial RNG) for each (a, b) row pair and model: mean,
-    std, and how many seeds ``a`` won. ``group`` is the group of row ``a`` (an ablation row is compared with the
-    main table's row of the same model)."""
+def _difference(metric: dict[tuple[str, str, int], float], group: str, a: tuple[str, str],
+                b: tuple[str, str]) -> dict[str, Any] | None:
+    seeds = sorted(s for (m, row, s) in metric if (m, row) == a and (b[0], b[1], s) in metric)
+    if not seeds:
+        return None
+    diffs = [metric[(a[0], a[1], s)] - metric[(b[0], b[1], s)] for s in seeds]
+    label_b = b[1] if a[0] == b[0] else f"{b[1]} ({_SHORT_MODEL.get(b[0], b[0])})"
+    return {"group": group, "model": a[0], "a": a[1], "b": label_b, "b_model": b[0], "seeds": seeds,
+            "diffs": diffs, "mean": statistics.fmean(diffs), "std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
+            "wins": sum(d > 0 for d in diffs)}
+
+
+def paired_differences(records: Sequence[dict[str, Any]], pairs: Sequence[tuple[str, str]] = PAIRS,
+                       cross_pairs: Sequence[tuple[tuple[str, str], tuple[str, str]]] = CROSS_PAIRS,
+                       ) -> list[dict[str, Any]]:
+    """``a - b`` per seed (same seed = same data subset and initial RNG) for each (a, b) row pair and model, then
+    for each ``cross_pairs`` entry across models: mean, std, and how many seeds ``a`` won. ``group`` is the group
+    of row ``a`` (an ablation row is compared with the main table's row of the same model)."""
     out: list[dict[str, Any]] = []
     metric = {(r["model"], r["row"], r["seed"]): r["metric"] for r in records}
     group_of = {(r["model"], r["row"]): r["group"] for r in records}
     for model in dict.fromkeys(r["model"] for r in records):
         for a, b in pairs:
-            seeds = sorted(s for (m, row, s) in metric if m == model and row == a and (model, b, s) in metric)
-            if not seeds:
-                continue
-            diffs = [metric[(model, a, s)] - metric[(model, b, s)] for s in seeds]
-            out.append({"group": group_of[(model, a)], "model": model, "a": a, "b": b, "seeds": seeds,
-                        "diffs": diffs, "mean": statistics.fmean(diffs),
-                        "std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
-                        "wins": sum(d > 0 for d in diffs)})
+            if (model, a) in group_of:
+                diff = _difference(metric, group_of[(model, a)], (model, a), (model, b))
+                out += [diff] if diff else []
+    for a_key, b_key in cross_pairs:
+        if a_key in group_of:
+            diff = _difference(metric, group_of[a_key], a_key, b_key)
+            out += [diff] if diff else []
     return out
 
 
@@ -204,13 +226,16 @@ def write_reports(plan: Sequence[RunSpec], runs_dir: Path, results_dir: Path, bu
     results_dir.mkdir(parents=True, exist_ok=True)
     payload = {"meta": meta, "rows": rows, "paired_differences": diffs, "runs": records}
     write_json_atomically(results_dir / f"{stem}.json", payload, indent=2, default=str)
-    (results_dir / f"{stem}.md").write_text(format_markdown(rows, diffs, meta) + "\n")
+    nas = None if test_eval else write_nas_report(records, results_dir, plot=plot)
+    (results_dir / f"{stem}.md").write_text(format_markdown(rows, diffs, meta) + "\n"
+                                            + (format_nas_markdown(nas) + "\n" if nas else ""))
     if test_eval:
         return payload
     points = [{"name": f"{r['row']} ({_SHORT_MODEL.get(r['model'], r['model'])})", "accuracy": r["mean"],
-               "energy": r["energy_uj"], "group": r["model"]}
+               "energy": r["energy_uj"],
+               "group": r["group"] if r["group"].startswith("nas-") else r["model"]}
               for r in rows if r["metric_name"] == "top1" and r.get("energy_uj") is not None
-              and r["group"].startswith("main-")]  # ablation rows share their main row's cost: tables only
+              and r["group"].startswith(("main-", "nas-"))]  # ablation rows share their main row's cost: tables only
     if plot:
         plot_curves(records, results_dir / "curves.png",
                     title=f"Fashion-MNIST, {'held-out' if meta.get('split') == 'holdout' else 'test'} evaluation "

@@ -42,6 +42,8 @@ def build_command(spec: RunSpec, budget: Budget, runs_dir: Path) -> list[str]:
         kwargs = [f"op={spec.op}"]
         if spec.convert_kwargs:
             kwargs.append("convert_kwargs=" + repr(dict(spec.convert_kwargs)).replace(" ", ""))
+        if spec.arch:  # a searched network: its arch file lies in the results folder (tools/repro/nas_stages.py)
+            kwargs.append(f"arch={(runs_dir.parent / spec.arch).resolve()}")
         cmd = [sys.executable, "-m", "shiftaddaug_plugin.train.cli", "-c", str(CLS_CONFIG),
                "--model", spec.model, "--model-kwargs", *kwargs,
                "--epochs", str(budget.epochs), "-b", str(budget.batch_size), "--lr", str(budget.lr),
