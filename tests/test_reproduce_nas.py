@@ -228,3 +228,19 @@ def test_every_stage_runs_for_real_at_toy_size(tmp_path: Path) -> None:
 def test_nas_stages_only_needs_a_nas_group(capsys: pytest.CaptureFixture[str]) -> None:
     assert rp.main(["--nas-stages-only", "--only", "main-mcunet", "--list"]) == 2
     assert "needs a nas-* group" in capsys.readouterr().err
+
+
+def test_stage_paths_are_absolute_for_a_relative_results_folder(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stages run with the repository as working directory: a relative --results must not move their output."""
+    monkeypatch.chdir(tmp_path)
+    seen: list[list[str]] = []
+
+    def run(name: str, cmd: list[str], log: Path) -> int:
+        seen.append(cmd)
+        return _fake_stage_run([])(name, cmd, log)
+
+    assert stages.prepare_nas(Path("rel"), "small", SMALL, run=run, limits_fn=lambda img: dict(LIMITS),
+                              print_fn=lambda s: None)
+    outs = [Path(c[c.index("--out") + 1]) if "--out" in c else Path(c[c.index("--out-dir") + 1]) for c in seen]
+    assert len(outs) == 5 and all(o.is_absolute() and str(o).startswith(str(tmp_path / "rel" / "nas")) for o in outs)

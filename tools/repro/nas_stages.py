@@ -159,6 +159,7 @@ def prepare_nas(results_dir: Path, budget_name: str, budget: Budget, *,
     """Run the missing stages (module docstring); ``True`` when they all finished. A failed stage stops the
     pipeline (its log under ``nas/``) and returns ``False``; rerunning resumes. ``settings`` overrides the
     preset's search effort (tests)."""
+    results_dir = results_dir.resolve()  # the stages run with the repository as working directory
     nas_dir = results_dir / "nas"
     nas_dir.mkdir(parents=True, exist_ok=True)
     settings = settings or settings_for(budget_name, budget)
