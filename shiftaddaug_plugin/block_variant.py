@@ -46,6 +46,7 @@ trained once MF, so it needs none either.
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Sequence, TypeVar
 
@@ -275,3 +276,39 @@ def remap_switched_adder(layer: Any, b: float, optimizer: Any = None) -> int:
         if isinstance(value, torch.Tensor) and value.shape == weight.shape:
             value[block] *= ratio ** (2 if key in SECOND_MOMENTS else 1)
     return int(values.numel())
+
+
+def _mean_over(layers: dict[str, dict[str, Any]], names: Sequence[str], key: str) -> float:
+    values = [layers[n][key] for n in names if n in layers and layers[n][key] == layers[n][key]]
+    return sum(values) / len(values) if values else float("nan")
+
+
+def switch_diagnostics(schedule: BlockVariantSchedule, step: float, images: torch.Tensor,
+                       targets: torch.Tensor | None = None) -> dict[str, Any] | None:
+    """What the layers turning MF at ``step`` read, with and without the remap (on two copies of the scheduled
+    model; the model itself is not changed). ``None`` when no layer switches at ``step``.
+
+    Per variant (``remap`` / ``no_remap``): ``mean_abs`` / ``kurtosis`` / ``channel_corr`` averaged over the switching
+    layers (:func:`shiftaddaug_plugin.convert.diagnostics.mf_read_stats`), and the target network's loss / accuracy
+    on the batch. ``already_mf``: the same averages over the adder layers that were MF before ``step`` (adder-trained
+    weights: what the remap's prior should look like)."""
+    from .convert.diagnostics import mf_read_stats
+
+    switching = [name for i in schedule.switching_units(step) for name, _ in schedule.units[i]]
+    if not switching:
+        return None
+    before = [name for unit in schedule.units[: schedule.num_mf(step - 1) if step - 1 >= 0 else 0]
+              for name, layer in unit if getattr(layer, "op", None) is Op.ADDER]
+    out: dict[str, Any] = {"step": step, "switching": switching}
+    for key, remap in (("remap", True), ("no_remap", False)):
+        twin = copy.deepcopy(schedule.model)
+        BlockVariantSchedule(twin, schedule.start, schedule.end, schedule.unit, schedule.granularity, remap=remap,
+                             adder_prior_std=schedule.adder_prior_b * math.sqrt(2.0)).apply(step)
+        stats = mf_read_stats(twin, images, targets)
+        out[key] = {k: _mean_over(stats["layers"], switching, k) for k in ("mean_abs", "kurtosis", "channel_corr")}
+        out[key].update({k: stats[k] for k in ("target_loss", "target_acc") if k in stats})
+        if key == "no_remap":
+            out["already_mf"] = {k: _mean_over(stats["layers"], before, k) for k in ("mean_abs", "kurtosis")}
+            out["already_mf"]["layers"] = len(before)
+        del twin
+    return out

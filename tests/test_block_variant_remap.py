@@ -10,7 +10,7 @@ import torch
 from scipy import stats
 from torch import nn
 
-from shiftaddaug_plugin.block_variant import BlockVariantSchedule, remap_switched_adder
+from shiftaddaug_plugin.block_variant import BlockVariantSchedule, remap_switched_adder, switch_diagnostics
 from shiftaddaug_plugin.convert import ConvertConfig, convert
 
 
@@ -107,3 +107,28 @@ def test_no_remap_keeps_the_weights_and_shift_layers_are_never_remapped() -> Non
     assert remap_switched_adder(shift[0], 0.7) == 0 and torch.equal(w, shift[0].weight)
     with pytest.raises(ValueError, match="adder_prior_std"):
         BlockVariantSchedule(net, start=0, end=3, adder_prior_std=0.0)
+
+
+def test_switch_diagnostics_measure_both_variants_on_copies() -> None:
+    """What a switching adder reads: the remapped block at the prior's scale (E|Laplace(0, b)| = b), the unmapped
+    block at its multiplicative scale; the scheduled model itself is not touched."""
+    net = nn.Sequential(_adder_net(), nn.AdaptiveAvgPool2d(1), nn.Flatten())  # logits (N, 16)
+    schedule = BlockVariantSchedule(net, start=0, end=3, unit="epoch")  # 3 layers: one switches per epoch
+    schedule.apply(1)  # layer 0 is MF from epoch 1 on
+    with torch.no_grad():  # as if trained as an adder: larger weights than the Gaussian blocks
+        _layers(net)[0].weight.mul_(20.0)
+    state = copy.deepcopy(net.state_dict())
+    images, targets = torch.randn(16, 3, 8, 8), torch.randint(0, 16, (16,))
+    diag = switch_diagnostics(schedule, 2, images, targets)
+    assert diag is not None and diag["switching"] == schedule.unit_names()[1]
+    b = 1.0 / math.sqrt(2.0)
+    block = _block(_layers(net)[1])
+    assert diag["remap"]["mean_abs"] == pytest.approx(b, rel=0.15)
+    assert diag["no_remap"]["mean_abs"] == pytest.approx(float(block.abs().mean()), rel=1e-6)
+    assert diag["remap"]["kurtosis"] > diag["no_remap"]["kurtosis"] + 1.0  # Laplace (3) vs Gaussian (0)
+    assert diag["already_mf"]["layers"] == 1
+    assert diag["already_mf"]["mean_abs"] == pytest.approx(float(_block(_layers(net)[0]).abs().mean()), rel=1e-6)
+    assert {"target_loss", "target_acc", "channel_corr"} <= set(diag["remap"])
+    assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())  # copies only
+    assert [layer.mf_enabled for layer in _layers(net)] == [True, False, False]
+    assert switch_diagnostics(schedule, 5, images, targets) is None  # nothing switches after the end

@@ -244,10 +244,16 @@ def test_baseline_with_ema_and_block_variant_run(tmp_path: Path) -> None:
     assert last["train_loss_aug"] == "" and last["eval_ema_top1"] != ""
     assert "state_dict_ema" in torch.load(tmp_path / "base" / "last.pth.tar", weights_only=True)
     bv = _run([*TINY, "--block-variant", "linear", "--block-variant-end", "0.5", "--output", str(tmp_path),
-               "--experiment", "bv"])
+               "--experiment", "bv", "--sort-diagnostics"])
     rows = (tmp_path / "bv" / "summary.csv").read_text().strip().splitlines()
     mf = [int(dict(zip(header, r.split(",")))["mf_layers"]) for r in rows[1:]]
     assert mf[0] == 0 and mf[-1] > 0  # epoch 0 multiplicative, last epoch fully multiplication-free
+    # --sort-diagnostics also logs the switch: every layer turns MF at epoch 1; shift layers are never remapped
+    switch = [json.loads(line) for line in (tmp_path / "bv" / "switch_diagnostics.jsonl").read_text().splitlines()]
+    assert [d["epoch"] for d in switch] == [1] and len(switch[0]["switching"]) == mf[-1]
+    assert switch[0]["remap"]["mean_abs"] == switch[0]["no_remap"]["mean_abs"] > 0
+    assert switch[0]["already_mf"]["layers"] == 0
+    assert "switch diagnostics" in (tmp_path / "bv" / "log.txt").read_text()
     assert bv["exported_top1"] == bv["eval_top1"]
     assert bv["cost"]["multiplicative_layers"] == ["conv_stem"]
 

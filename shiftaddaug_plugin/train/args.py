@@ -137,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "'augmented': the target channels stay, only the augmented ones are sorted")
     g.add_argument("--sort-diagnostics", action="store_true",
                    help="at each sort, log what the MF operators read (mean |w|, kurtosis, output-channel correlation, "
-                        "target loss) before and after sorting, with and without the remap -> sort_diagnostics.jsonl")
+                        "target loss) before and after sorting, with and without the remap -> sort_diagnostics.jsonl; "
+                        "with --block-variant linear also at each switch, for the layers turning MF -> "
+                        "switch_diagnostics.jsonl")
     g.add_argument("--no-sort-remap", dest="sort_remap", action="store_false",
                    help="do not quantile-match (eq. 5) weights that cross an adder layer's target boundary when "
                         "channels are sorted (ablation)")

@@ -40,7 +40,6 @@ from shiftaddaug_plugin.convert import (
     recalibrate_bn,
     sort_channels,
 )
-from shiftaddaug_plugin.convert.diagnostics import sort_diagnostics
 from shiftaddaug_plugin.convert.plan import PLAN_ATTR
 from shiftaddaug_plugin.cost import count_ops
 from shiftaddaug_plugin.sharing import pretrain_remap, remap_modules
@@ -68,6 +67,7 @@ from .checkpoint import (
     save_exported,
 )
 from .data import build_data
+from .diagnostics_log import log_sort_diagnostics, log_switch_diagnostics
 from .distributed import broadcast_buffers, check_ranks_identical, cleanup, perm_digest, state_checksum
 
 __all__ = ["main", "run", "validate_exported", "build_model", "aug_schedule", "SUMMARY_FIELDS"]
@@ -142,25 +142,6 @@ def _recalibrate(model: nn.Module, loader: Any, device: torch.device) -> int:
     if not _has_bn(model):
         return 0
     return recalibrate_bn(model, loader, len(loader.dataset), device=device)
-
-
-def _log_sort_diagnostics(model: nn.Module, loader: Any, device: torch.device, scope: str, epoch: int, path: Path,
-                          log: Callable[[str], None]) -> None:
-    """``--sort-diagnostics``: what the MF operators read before / after this sort, with and without the remap
-    (:func:`shiftaddaug_plugin.convert.diagnostics.sort_diagnostics`), one JSON line per sort."""
-
-    # side-effect free: iterating a DataLoader draws its base seed from the global RNG, so keep that state
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        images, targets = next(iter(loader))
-        diag = sort_diagnostics(model, images.to(device), targets.to(device), scope=scope)
-    with open(path, "a") as fh:
-        fh.write(json.dumps({"epoch": epoch, "scope": scope, **diag}) + "\n")
-    parts = []
-    for key in ("before", "sorted_remap", "sorted_no_remap"):
-        d = diag[key]
-        parts.append(f"{key}: loss {d.get('target_loss', float('nan')):.3f} mean|w| {d['mean_abs']:.3f} "
-                     f"kurt {d['kurtosis']:.2f} corr {d['channel_corr']:.3f}")
-    log(f"epoch {epoch}: sort diagnostics (target network, fixed batch) | " + " | ".join(parts))
 
 
 def _output_dir(args: argparse.Namespace) -> Path:
@@ -316,13 +297,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         t_epoch = time.perf_counter()
         plan = schedule.at(epoch)
         width_on = plan.width_aug
+        if args.sort_diagnostics and main_proc and bv_schedule is not None:
+            log_switch_diagnostics(bv_schedule, epoch, data.recal_loader, device,
+                                   out_dir / "switch_diagnostics.jsonl", log)
         mf_layers = _apply_block_variant(bv_schedule, model, epoch, optimizer)
         if ema is not None:
             _apply_block_variant(bv_schedule, ema.module, epoch)
         if plan.sort:  # after a training cycle, while width augmentation is on
             if args.sort_diagnostics and main_proc:
-                _log_sort_diagnostics(model, data.recal_loader, device, args.sort_scope, epoch,
-                                      out_dir / "sort_diagnostics.jsonl", log)
+                log_sort_diagnostics(model, data.recal_loader, device, args.sort_scope, epoch,
+                                     out_dir / "sort_diagnostics.jsonl", log)
             sort_stats: dict[str, int] = {}
             perms = sort_channels(model, optimizer=optimizer, ema=ema, scope=args.sort_scope,
                                   remap_moved=args.sort_remap, stats=sort_stats)
