@@ -51,7 +51,7 @@ def _fake_stage_run(calls: list[str], fail: str = "") -> Any:
             out.write_bytes(b"ckpt")
             return 0
         out.mkdir(parents=True, exist_ok=True)
-        (out / ("depth_aug.json" if "select" in cmd else "arch.json")).write_text("{}")
+        (out / ("depth_aug.json" if "select" in cmd else "arch.json")).write_text(json.dumps(archs[9]))
         cands = [{"trial": i, "accuracy": 50.0 + i, "cost": {"energy_uj": 1.0 + i / 10}, "arch": archs[i]}
                  for i in range(10)]
         (out / "candidates.json").write_text(json.dumps({"trials": 12, "feasible": 10, "candidates": cands,
@@ -65,7 +65,7 @@ def _fake_stage_run(calls: list[str], fail: str = "") -> Any:
 def test_stage_commands_carry_the_hand_designed_limits(tmp_path: Path) -> None:
     settings = stages.settings_for("medium", rp.BUDGETS["medium"])
     cmds = {name: (cmd, out) for name, cmd, out in stages.stage_commands(tmp_path, settings, LIMITS)}
-    assert list(cmds) == ["supernet", "search-shift", "search-nasa", "search-deep", "select-shift"]
+    assert list(cmds) == ["supernet", "search-shift", "search-nasa", "select-shift"]
     sup = cmds["supernet"][0]
     assert sup[sup.index("--train-images") + 1] == "6000" and sup[sup.index("--epochs") + 1] == "12"
 
@@ -75,10 +75,9 @@ def test_stage_commands_carry_the_hand_designed_limits(tmp_path: Path) -> None:
 
     for name in ("search-shift", "search-nasa", "select-shift"):
         assert float(flag(name, "--max-energy-uj")) == 2.5 and float(flag(name, "--max-peak-kb")) == 40.0
-    assert float(flag("search-deep", "--max-energy-uj")) == pytest.approx(2.5 * settings.deep_energy_factor)
     assert flag("search-shift", "--ops") == "shift" and flag("search-nasa", "--ops") == "mult,shift,adder"
     assert flag("select-shift", "--mode") == "select"
-    assert flag("select-shift", "--deep-arch") == str(tmp_path / "search-deep" / "arch.json")
+    assert flag("select-shift", "--deep-arch") == str(tmp_path / "deep" / "arch.json")
     assert cmds["select-shift"][1].name == "depth_aug.json" and cmds["search-shift"][1].name == "arch.json"
 
 
@@ -94,7 +93,13 @@ def test_prepare_runs_missing_stages_in_order_resumes_and_stops_on_failure(tmp_p
     assert stages.prepare_nas(tmp_path, "small", SMALL, run=_fake_stage_run(calls),
                               limits_fn=lambda img: pytest.fail("limits are read back from limits.json"),
                               print_fn=lines.append)
-    assert calls == ["search-nasa", "search-deep", "select-shift"]  # finished stages are not rerun
+    assert calls == ["search-nasa", "select-shift"]  # finished stages are not rerun
+    from shiftaddaug_plugin.nas.space import SPACE_PRESETS, Arch
+
+    deep, target = Arch.from_json(tmp_path / "nas" / "deep" / "arch.json"), Arch.from_dict(_tiny_archs(10)[9])
+    assert deep.depths == (SPACE_PRESETS["mcunet"].max_depth,) * len(target.stages)  # every stage at the largest depth
+    for d, t in zip(deep.stages, target.stages):  # the target's blocks first, then its last block repeated
+        assert d.blocks[:len(t.blocks)] == t.blocks and set(d.blocks[len(t.blocks):]) <= {t.blocks[-1]}
     proxies = sorted((tmp_path / "nas" / "proxy").glob("arch_*.json"))
     assert len(proxies) == importlib.import_module("repro.plan").NAS_PROXY_ARCHS == 6
     trials = [json.loads(p.read_text())["search"]["trial"] for p in proxies]
@@ -207,7 +212,7 @@ def test_reference_limits_match_the_exported_network_cost() -> None:
 
 @pytest.mark.slow
 def test_every_stage_runs_for_real_at_toy_size(tmp_path: Path) -> None:
-    """The real CLI commands (supernet, 4 searches, proxy picks) on the 'tiny' space, 16 px, a few trials."""
+    """The real CLI commands (supernet, 3 searches, deep arch, proxy picks) on the 'tiny' space, 16 px, few trials."""
     settings = stages.NasSettings("tiny", 16, 200, 100, 1, 3, 2, recal_images=50, supernet_batch_size=64)
     loose = {"model": "shiftadd_mcunet", "op": "shift", "energy_uj": 10.0, "peak_kb": 1e4}
     lines: list[str] = []
@@ -243,4 +248,4 @@ def test_stage_paths_are_absolute_for_a_relative_results_folder(tmp_path: Path,
     assert stages.prepare_nas(Path("rel"), "small", SMALL, run=run, limits_fn=lambda img: dict(LIMITS),
                               print_fn=lambda s: None)
     outs = [Path(c[c.index("--out") + 1]) if "--out" in c else Path(c[c.index("--out-dir") + 1]) for c in seen]
-    assert len(outs) == 5 and all(o.is_absolute() and str(o).startswith(str(tmp_path / "rel" / "nas")) for o in outs)
+    assert len(outs) == 4 and all(o.is_absolute() and str(o).startswith(str(tmp_path / "rel" / "nas")) for o in outs)

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 from repro.files import write_json_atomically
 
 #: the searches of tools/repro/nas_stages.py whose curves are drawn
-SEARCHES: tuple[str, ...] = ("search-shift", "search-nasa", "search-deep", "select-shift")
+SEARCHES: tuple[str, ...] = ("search-shift", "search-nasa", "select-shift")
 
 
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:

@@ -11,9 +11,11 @@ resume their SQLite study), so the whole pipeline is resumable like the training
    training runs report (``shiftaddaug_plugin.cost``).
 3. ``search-shift``: arch search of an all-shift target within those limits (objective: energy).
 4. ``search-nasa``: the same with NASA's per-block operator choice (mult / shift / adder; shift outside the blocks).
-5. ``search-deep`` + ``select-shift``: stage 2. A deeper shift network within ``deep_energy_factor`` x the energy
-   limit, then the choice of its target blocks within the limit; the unselected blocks are the depth augmentation
-   (``depth_aug.json``).
+5. ``deep/arch.json`` + ``select-shift``: stage 2. The deep network is search-shift's target with every stage at
+   the space's largest depth (the added blocks repeat the stage's last block), so it exceeds the limit; the
+   select search then chooses its target blocks within the limit, and the unselected blocks are the depth
+   augmentation (``depth_aug.json``). (A second arch search with a looser limit was tried first: its proxy picked
+   the same network as search-shift, which then had nothing to drop.)
 6. ``proxy/arch_<i>.json``: ``NAS_PROXY_ARCHS`` feasible candidates of ``search-shift`` spread evenly over the
    proxy's range (the chosen one included), trained once each (group ``nas-proxy``) to measure the proxy's rank
    correlation with trained accuracy (tools/repro/nas_report.py).
@@ -48,7 +50,6 @@ class NasSettings:
     supernet_epochs: int
     trials: int
     population: int
-    deep_energy_factor: float = 1.5
     recal_images: int = 500
     supernet_batch_size: int = 128
 
@@ -87,11 +88,10 @@ def _nas_cli(*args: str) -> list[str]:
 
 def stage_commands(nas_dir: Path, settings: NasSettings, limits: dict[str, float],
                    seed: int = 0) -> list[tuple[str, list[str], Path]]:
-    """``(stage name, command, output file)`` of stages 1 and 3-5, in order (stage 2 runs in this process)."""
+    """``(stage name, command, output file)`` of stages 1, 3, 4 and 5's select search, in order (the limits and the
+    deep arch are computed in this process)."""
     supernet = nas_dir / "supernet.pth"
     cap = ["--max-energy-uj", repr(limits["energy_uj"]), "--max-peak-kb", repr(limits["peak_kb"])]
-    deep_cap = ["--max-energy-uj", repr(limits["energy_uj"] * settings.deep_energy_factor),
-                "--max-peak-kb", repr(limits["peak_kb"])]
     effort = ["--n-trials", str(settings.trials), "--population", str(settings.population), "--seed", str(seed),
               "--recal-images", str(settings.recal_images), "--objective", "energy_uj"]
 
@@ -110,9 +110,24 @@ def stage_commands(nas_dir: Path, settings: NasSettings, limits: dict[str, float
                               "--out", str(supernet)), supernet),
         search("search-shift", "--ops", "shift", "--base-op", "shift", *cap),
         search("search-nasa", "--ops", "mult,shift,adder", "--base-op", "shift", *cap),
-        search("search-deep", "--ops", "shift", "--base-op", "shift", *deep_cap),
-        search("select-shift", "--mode", "select", "--deep-arch", str(nas_dir / "search-deep" / "arch.json"), *cap),
+        search("select-shift", "--mode", "select", "--deep-arch", str(nas_dir / "deep" / "arch.json"), *cap),
     ]
+
+
+def write_deep_arch(nas_dir: Path, space_name: str) -> Path:
+    """Stage 5's deep network: ``search-shift/arch.json`` with every stage at the space's largest depth, the added
+    blocks repeating the stage's last block -> ``deep/arch.json``."""
+    from shiftaddaug_plugin.nas.space import SPACE_PRESETS, Arch, StageArch
+
+    target = Arch.from_json(nas_dir / "search-shift" / "arch.json")
+    depth = SPACE_PRESETS[space_name].max_depth
+    stages = tuple(StageArch(s.out_chs, s.stride, tuple(s.blocks) + (s.blocks[-1],) * (depth - len(s.blocks)))
+                   for s in target.stages)
+    deep = Arch(stages, target.stem_chs, target.ds_chs, target.head_conv_chs, target.base_op)
+    path = nas_dir / "deep" / "arch.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deep.to_json(str(path), deepened_from="search-shift/arch.json", depth=depth)
+    return path
 
 
 def pick_spread(candidates: Sequence[dict[str, Any]], k: int) -> list[dict[str, Any]]:
@@ -176,6 +191,8 @@ def prepare_nas(results_dir: Path, budget_name: str, budget: Budget, *,
         if output.is_file():
             print_fn(f"nas: {name} done ({output.relative_to(results_dir)})")
             continue
+        if name == "select-shift" and not (nas_dir / "deep" / "arch.json").is_file():
+            print_fn(f"nas: deep network -> {write_deep_arch(nas_dir, settings.space).relative_to(results_dir)}")
         print_fn(f"nas: {name} running (log {(nas_dir / f'{name}.log').relative_to(results_dir)})")
         start = time.time()
         code = run(name, cmd, nas_dir / f"{name}.log")
