@@ -294,11 +294,12 @@ def switch_diagnostics(schedule: BlockVariantSchedule, step: float, images: torc
     weights: what the remap's prior should look like)."""
     from .convert.diagnostics import mf_read_stats
 
-    switching = [name for i in schedule.switching_units(step) for name, _ in schedule.units[i]]
+    units = schedule.switching_units(step)
+    switching = [name for i in units for name, _ in schedule.units[i]]
     if not switching:
         return None
-    before = [name for unit in schedule.units[: schedule.num_mf(step - 1) if step - 1 >= 0 else 0]
-              for name, layer in unit if getattr(layer, "op", None) is Op.ADDER]
+    before = [name for unit in schedule.units[: units.start] for name, layer in unit
+              if getattr(layer, "op", None) is Op.ADDER]
     out: dict[str, Any] = {"step": step, "switching": switching}
     for key, remap in (("remap", True), ("no_remap", False)):
         twin = copy.deepcopy(schedule.model)
