@@ -4,9 +4,11 @@ Usage::
 
     .venv/bin/python benchmarks/first_step.py [--quick] [--json PATH] [--models ...] [--threads 2]
 
-The adder compiles one kernel per formulation and layer shape on first use (``functional/adder.py``) and inductor
-caches the compiled code on disk (``TORCHINDUCTOR_CACHE_DIR``). For every model, two fresh Python processes run the
-same script (``--child``) against one cache folder created for the run:
+With the default ``auto`` backend on the CPU the adder runs the shape-generic native kernels, built once per
+machine from ``native/adder.c`` (``SHIFTADDAUG_NATIVE_CACHE``); with ``--backend compiled`` it compiles one
+inductor kernel per formulation and layer shape on first use, cached on disk (``TORCHINDUCTOR_CACHE_DIR``). For
+every model, two fresh Python processes run the same script (``--child``) against one cache folder (both caches)
+created for the run:
 
 * **cold**: the folder is empty (a new machine, or a model whose layer shapes no earlier process compiled);
 * **warm**: the same folder again, filled by the cold process (a second run on the same machine; copy the folder
@@ -94,12 +96,14 @@ def child(args: argparse.Namespace) -> int:
     mf = _timed_steps(args.child, "adder", args, args.steps)
     entries = len(adder.autotune_choices())
     plain = _timed_steps(args.child, "mult", args, args.steps)
-    print(_RESULT_TAG + json.dumps({"mf": mf, "plain": plain, "adder_kernel_entries": entries}), flush=True)
+    print(_RESULT_TAG + json.dumps({"mf": mf, "plain": plain, "adder_kernel_entries": entries,
+                                    "backend": adder.resolve_backend()}), flush=True)
     return 0
 
 
 def _run_child(model: str, cache: Path, args: argparse.Namespace) -> Dict[str, Any]:
-    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(cache))
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(cache / "inductor"),
+               SHIFTADDAUG_NATIVE_CACHE=str(cache / "native"), SHIFTADDAUG_ADDER_BACKEND=args.backend)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", model, "--threads", str(args.threads),
            "--batch", str(args.batch), "--size", str(args.size), "--num-classes", str(args.num_classes),
            "--steps", str(args.steps), "--seed", str(args.seed)]
@@ -119,7 +123,8 @@ def _row(model: str, phase: str, r: Dict[str, Any]) -> List[str]:
     mf, plain = r["mf"], r["plain"]
     steady = min(mf["step_s"][1:]) if len(mf["step_s"]) > 1 else float("nan")
     plain_steady = min(plain["step_s"][1:]) if len(plain["step_s"]) > 1 else float("nan")
-    return [model, phase, f"{mf['build_s']:.1f}", f"{mf['step_s'][0]:.1f}", f"{plain['step_s'][0]:.2f}",
+    return [model, r.get("backend", "compiled"), phase, f"{mf['build_s']:.1f}", f"{mf['step_s'][0]:.1f}",
+            f"{plain['step_s'][0]:.2f}",
             f"{steady * 1e3:.0f} ({steady / plain_steady:.2f}x)", str(r["adder_kernel_entries"]),
             f"{r['process_s']:.0f}"]
 
@@ -137,6 +142,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--num-classes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backend", default="auto", choices=["auto", "native", "compiled", "eager"],
+                        help="SHIFTADDAUG_ADDER_BACKEND in the children (default auto: native on the CPU)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per child and model (default 3)")
     parser.add_argument("--cache-root", type=Path, default=None,
                         help="where the per-model cache folders are made (default: a temporary folder, removed)")
@@ -150,7 +157,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.models = ["lcnet_050"]
     load_before = uptime()
     print(f"# First training step of a new adder model, batch {args.batch}, 3x{args.size}x{args.size}, "
-          f"{args.threads} threads; each phase is a fresh process")
+          f"{args.threads} threads, adder backend {args.backend}; each phase is a fresh process")
     print(f"# machine: {load_before}", flush=True)
     results: Dict[str, Dict[str, Any]] = {}
     rows = []
@@ -164,13 +171,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                 results[model][phase] = r = _run_child(model, cache, args)
                 rows.append(_row(model, phase, r))
     load_after = uptime()
-    header = ["model", "cache", "build s", "first MF step s", "first plain step s", "steady MF ms (vs plain)",
-              "adder (phase, shape) kernels", "process s"]
+    header = ["model", "adder backend", "cache", "build s", "first MF step s", "first plain step s",
+              "steady MF ms (vs plain)", "adder (phase, shape) kernels", "process s"]
     print("\n" + markdown_table(header, rows))
     print("\nfirst step = the first training step after building (compiles the adder kernels of every layer shape "
           "it meets); targets (issue 15): cold <= 30 s (stretch 10 s), warm <= 5 s.")
     print(f"# machine after: {load_after}")
-    write_json(args.json, {"benchmark": "first_step", "batch": args.batch, "size": args.size,
+    write_json(args.json, {"benchmark": "first_step", "backend": args.backend, "batch": args.batch, "size": args.size,
                            "steps": args.steps, "load_before": load_before, "load_after": load_after,
                            "machine": machine_info(args.threads), "models": results})
     print(f"# wrote {args.json}")

@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from shiftaddaug_plugin.functional import _adder_kernels as K
+from shiftaddaug_plugin.functional import _adder_native as native
 from shiftaddaug_plugin.functional import adder as adder_mod
 from shiftaddaug_plugin.functional.adder import adder_conv2d
 from shiftaddaug_plugin.layers.adder import AdderConv2d
@@ -329,6 +330,9 @@ def test_backend_selection_and_validation(monkeypatch) -> None:
     with pytest.raises(ValueError, match="backend"):
         adder_conv2d(x, wt, backend="fast")
     monkeypatch.setenv(adder_mod.BACKEND_ENV, "auto")
+    assert adder_mod.resolve_backend() == "native"  # CPU: the native kernels build on this machine
+    monkeypatch.setattr(native, "_auto_failure", "simulated")
+    assert adder_mod.resolve_backend() == "compiled"
     monkeypatch.setattr(adder_mod, "_compile_failure", "simulated")
     assert adder_mod.resolve_backend() == "eager"
     assert adder_mod.resolve_backend("compiled") == "compiled"
@@ -355,6 +359,7 @@ def test_auto_backend_falls_back_to_eager_once_when_compile_fails(monkeypatch) -
     monkeypatch.setattr(adder_mod, "_compiled_fns", {})
     monkeypatch.setattr(adder_mod, "_autotune_cache", {})
     monkeypatch.setattr(adder_mod, "_compile_failure", None)
+    monkeypatch.setattr(native, "_auto_failure", "simulated")  # as on a machine without a C compiler
     shape = _SHAPES[0]
     n, c, h, w, o, k, s, p, d, g = shape
     x, wt = _tensors(shape)

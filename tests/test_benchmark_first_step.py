@@ -11,19 +11,20 @@ import pytest
 
 def test_cold_and_warm_children_report_first_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                    load_benchmark: Callable[[str], ModuleType]) -> None:
-    monkeypatch.setenv("SHIFTADDAUG_ADDER_BACKEND", "eager")  # the children inherit it: no compilation here
     first_step = load_benchmark("first_step")
     out = tmp_path / "first_step.json"
     argv = ["--models", "lcnet_050", "--batch", "2", "--size", "16", "--steps", "2", "--threads", "1",
-            "--cache-root", str(tmp_path), "--json", str(out)]
+            "--cache-root", str(tmp_path), "--json", str(out), "--backend", "native"]  # no per-shape compiling
     assert first_step.main(argv) == 0
     result = json.loads(out.read_text())["models"]["lcnet_050"]
     assert set(result) == {"cold", "warm"}
     for phase in result.values():
         assert len(phase["mf"]["step_s"]) == 2 and len(phase["plain"]["step_s"]) == 2
         assert all(t > 0 for t in phase["mf"]["step_s"] + phase["plain"]["step_s"])
-        assert phase["adder_kernel_entries"] == 0  # eager: nothing compiled or autotuned
+        assert phase["adder_kernel_entries"] == 0  # native: nothing compiled per shape or autotuned
+        assert phase["backend"] == "native"
         assert phase["process_s"] >= phase["mf"]["build_s"] + sum(phase["mf"]["step_s"])
+    assert json.loads(out.read_text())["backend"] == "native"
     assert list(tmp_path.iterdir()) == [out]  # the per-run cache folders are removed
 
 

@@ -17,6 +17,11 @@ Public API
 
 Backends (``backend=`` argument, else the ``SHIFTADDAUG_ADDER_BACKEND`` environment variable, default ``auto``)
 ------------------------------------------------------------------------------------------------------------
+* ``native``: shape-generic C kernels (:mod:`._adder_native`, ``native/adder.c``) for float32 / float64 CPU
+  tensors, built once per machine with the system C compiler (about 2 s) and cached on disk; no per-shape
+  compilation, so a new model's first step costs what its steady steps cost. Forward and dX of every layer, and
+  the depthwise part of dW; the dense dW stays ``conv2d_weight`` (below). Fails with a clear error when no C
+  compiler is found or the tensors are not CPU float32/float64.
 * ``compiled``: the forward and dX formulations of :mod:`._adder_kernels` compiled with
   ``torch.compile(dynamic=False, fullgraph=True)``, one compilation per shape (seconds, cached on disk by
   inductor). Depthwise and pointwise layers use one fused kernel each for forward and dX; dense k x k layers
@@ -27,9 +32,10 @@ Backends (``backend=`` argument, else the ``SHIFTADDAUG_ADDER_BACKEND`` environm
   considered (96 MiB). Compilation failures raise.
 * ``eager``: no compiler; chunked so that no intermediate exceeds ``EAGER_CHUNK_BYTES`` (64 MiB, env
   ``SHIFTADDAUG_ADDER_CHUNK_MB``). Much slower, bounded memory.
-* ``auto``: ``compiled``; if ``torch.compile`` is unavailable or fails once, a warning is issued once and the
-  eager path is used for the rest of the process. Inside an outer ``torch.compile`` trace the plain (uncompiled)
-  formulations are emitted so that the outer compiler fuses them.
+* ``auto``: ``native`` for CPU float32/float64 tensors; ``compiled`` for the others (CUDA) and, with a warning
+  issued once, when the native kernels cannot be built; if ``torch.compile`` is unavailable or fails once, a
+  warning is issued once and the eager path is used for the rest of the process. Inside an outer
+  ``torch.compile`` trace the plain (uncompiled) formulations are emitted so that the outer compiler fuses them.
 * ``with eager_adders():`` forces ``eager`` for one block, whatever the setting (one-off passes such as the cost
   counter's, where compiling every layer shape would cost minutes).
 
@@ -52,6 +58,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _adder_kernels as K
+from . import _adder_native as _native
 from ._adder_args import IntOrPair
 from ._adder_args import geometry as _geometry
 from ._adder_kernels import AdderGeometry
@@ -73,7 +80,7 @@ __all__ = [
 BACKEND_ENV = "SHIFTADDAUG_ADDER_BACKEND"
 AUTOTUNE_ENV = "SHIFTADDAUG_ADDER_AUTOTUNE"
 CHUNK_MB_ENV = "SHIFTADDAUG_ADDER_CHUNK_MB"
-_BACKENDS = ("auto", "compiled", "eager")
+_BACKENDS = ("auto", "native", "compiled", "eager")
 _GRAD_MODES = ("spec", "exact")
 
 #: Byte budget of one intermediate on the eager path (``plan_chunks``); env ``SHIFTADDAUG_ADDER_CHUNK_MB``.
@@ -157,24 +164,33 @@ def _parse_backend(backend: Optional[str]) -> str:
 
 
 def _internal_backend(backend: Optional[str]) -> str:
-    """'eager' | 'traced' (inside an outer compile) | 'compiled' (raise on failure) | 'auto' (fall back)."""
+    """'eager' | 'traced' (inside an outer compile) | 'native' | 'compiled' (raise on failure) | 'auto' (per call:
+    native where it applies, else compiled, falling back)."""
     requested = _parse_backend(backend)
     if requested == "eager":
         return "eager"
     if _is_compiling():
         return "traced"
-    if requested == "auto" and (_compile_failure is not None or not hasattr(torch, "compile")):
-        return "eager"
     return requested
 
 
 def resolve_backend(backend: Optional[str] = None) -> str:
-    """The path a call would take now: ``'compiled'``, ``'eager'`` or ``'traced'`` (inside an outer compile).
+    """The path a CPU float32 call would take now: ``'native'``, ``'compiled'``, ``'eager'`` or ``'traced'``
+    (inside an outer compile). Under ``auto`` this builds the native kernels if they are not built yet.
 
-    ``backend`` overrides the ``SHIFTADDAUG_ADDER_BACKEND`` environment variable (``auto|compiled|eager``).
+    ``backend`` overrides the ``SHIFTADDAUG_ADDER_BACKEND`` environment variable (``auto|native|compiled|eager``).
     """
     internal = _internal_backend(backend)
-    return "compiled" if internal == "auto" else internal
+    if internal != "auto":
+        return internal
+    if _native_for("auto", torch.empty(0)):
+        return "native"
+    return "compiled" if _use_compiler("auto") else "eager"
+
+
+def _native_for(backend: str, sample: Tensor) -> bool:
+    """Whether this call runs the native kernels (``native``: required, ``auto``: where they apply and build)."""
+    return backend in ("native", "auto") and _native.available_for(sample, required=backend == "native")
 
 
 def _raise_recompile_limits() -> None:
@@ -376,13 +392,15 @@ def clear_autotune_cache() -> None:
 # dispatch
 # --------------------------------------------------------------------------------------------------------------
 def _use_compiler(backend: str) -> bool:
-    return backend == "compiled" or (backend == "auto" and _compile_failure is None)
+    return backend == "compiled" or (backend == "auto" and _compile_failure is None and hasattr(torch, "compile"))
 
 
 def _forward(xp: Tensor, weight: Tensor, geom: AdderGeometry, backend: str) -> Tensor:
     args = (xp, weight, geom.stride, geom.dilation, geom.groups, (geom.ho, geom.wo))
     if backend == "traced":
         return K.forward_taps(*args)
+    if _native_for(backend, xp):
+        return _native.forward(xp, weight, geom)
     if _use_compiler(backend):
         try:
             return _autotuned("forward", geom, xp, (), forward_candidates(geom, xp.element_size()),
@@ -396,6 +414,8 @@ def _input_grad(x: Tensor, weight: Tensor, grad: Tensor, geom: AdderGeometry, ex
     args = (x, weight, grad, geom.stride, geom.padding, geom.dilation, geom.groups, exact)
     if backend == "traced":
         return K.input_grad_gather(*args)
+    if _native_for(backend, x):
+        return _native.input_grad(x, weight, grad, geom, exact)
     if _use_compiler(backend):
         try:
             return _autotuned("input_grad", geom, x, (exact,), input_grad_candidates(geom, x.element_size()),
@@ -414,6 +434,8 @@ def uses_depthwise_weight_grad_taps(geom: AdderGeometry) -> bool:
 def _weight_grad(x: Tensor, weight: Tensor, grad: Tensor, geom: AdderGeometry, backend: str) -> Tensor:
     """Unscaled spec dW = sum g (X - W), see :func:`._adder_kernels.weight_grad_conv`."""
     args = (x, weight, grad, geom.stride, geom.padding, geom.dilation, geom.groups)
+    if backend != "traced" and uses_depthwise_weight_grad_taps(geom) and _native_for(backend, x):
+        return _native.weight_grad_depthwise(x, weight, grad, geom)
     if backend != "traced" and _use_compiler(backend) and uses_depthwise_weight_grad_taps(geom):
         try:
             return _call_compiled("dw_weight_grad", K.weight_grad_depthwise_taps, args, backend)
@@ -473,7 +495,7 @@ def adder_conv2d(x: Tensor, weight: Tensor, stride: IntOrPair = 1, padding: IntO
         groups: channel groups (``groups == C == O`` is depthwise).
         eta: adaptive gradient scaling factor of dW (AdderNet eq. 13), used with ``grad_mode='spec'``.
         grad_mode: ``'spec'`` (AdderNet gradients) or ``'exact'`` (true derivative, for gradcheck).
-        backend: ``'auto' | 'compiled' | 'eager'``; None reads ``SHIFTADDAUG_ADDER_BACKEND`` (default auto).
+        backend: ``'auto' | 'native' | 'compiled' | 'eager'``; None reads ``SHIFTADDAUG_ADDER_BACKEND`` (default auto).
 
     Returns:
         (N, O, Ho, Wo), float32 for half/bfloat16 inputs, else the promoted input dtype.
