@@ -32,8 +32,12 @@ SHAPES = [
     (1, 2, 5, 9, 3, 2, 1, 1, 1, 1),      # even kernel
     (1, 2, 10, 10, 2, 3, 4, 1, 1, 1),    # stride larger than the kernel
     (1, 3, 9, 9, 6, 3, 3, 0, 1, 3),      # depthwise with channel multiplier 2 (general kernel)
+    (2, 12, 5, 6, 40, 3, 1, 1, 1, 1),    # 12 input channels: dX vectorised over channels; tiles of 32 + 8
+    (1, 16, 4, 4, 22, 1, 1, 0, 1, 2),    # grouped, 8 input channels per group (dX over channels), tiles 8 + 3
+    (2, 9, 4, 4, 16, 3, 2, 1, 1, 1),     # one tile of 16, stride 2, dX over channels
     (2, 5, 4, 20, 5, 3, 1, 1, 1, 5),     # depthwise, stride 1, rows of 20 >= WIDE_ROW: channels-first
     (2, 3, 6, 24, 3, 5, 1, 4, 2, 3),     # depthwise, channels-first, dilation 2
+    (1, 2, 5, 17, 2, 3, 1, 3, 1, 2),     # depthwise, channels-first, padding wider than the kernel reaches
     (2, 3, 8, 7, 3, 3, 2, 2, 2, 3),      # depthwise, stride 2, dilation 2: channels-last
     (3, 7, 3, 2, 7, 3, 1, 1, 1, 7),      # depthwise on a 3x2 map: channels-last, native dW
 ]
@@ -93,7 +97,7 @@ def test_native_matches_unfold_reference(shape: Shape, dtype: torch.dtype) -> No
 
 
 def test_shapes_cover_every_kernel_layout() -> None:
-    """The table above must reach all four code paths (else a layout rule change would leave one untested)."""
+    """The table above must reach every code path (else a layout rule change would leave one untested)."""
     seen = set()
     for shape in SHAPES:
         n, c, h, w, o, k, s, p, d, g = shape
@@ -101,15 +105,17 @@ def test_shapes_cover_every_kernel_layout() -> None:
         geom = geometry(x, wt, s, p, d, g)
         if not native.is_depthwise(geom):
             seen.add("general")
+            seen.add("dx-channels" if geom.cg >= native.CHANNEL_VECTOR else "dx-reduction")
         else:
             seen.add("dw-last" if native.depthwise_channels_last(geom) else "dw-first")
             if adder_mod.uses_depthwise_weight_grad_taps(geom):
                 seen.add("dw-weight-grad")
-    assert seen == {"general", "dw-last", "dw-first", "dw-weight-grad"}
+    assert seen == {"general", "dx-channels", "dx-reduction", "dw-last", "dw-first", "dw-weight-grad"}
 
 
 def test_depthwise_weight_grad_kernel_is_the_raw_sum() -> None:
     shape = SHAPES[-1]
+    assert shape[5:8] == (3, 1, 1) and shape[2] * shape[3] < 16  # depthwise on a few-pixel map
     n, c, h, w, o, k, s, p, d, g = shape
     x, wt, grad = _tensors(shape, torch.float64, seed=3)
     geom = geometry(x, wt, s, p, d, g)
@@ -117,7 +123,7 @@ def test_depthwise_weight_grad_kernel_is_the_raw_sum() -> None:
                                _reference(x, wt, grad, shape, False)[2], rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("shape", [SHAPES[1], SHAPES[8], SHAPES[10]], ids=_ids)
+@pytest.mark.parametrize("shape", [SHAPES[1], SHAPES[9], SHAPES[11], SHAPES[14]], ids=_ids)
 def test_gradcheck_exact_mode(shape: Shape) -> None:
     n, c, h, w, o, k, s, p, d, g = shape
     gen = torch.Generator().manual_seed(4)  # on 0.1*Z + offsets: |x - w| >= 0.05, |w| >= 0.025 (away from ties)
@@ -139,13 +145,13 @@ def test_results_do_not_depend_on_the_thread_count() -> None:
         for threads in (1, 2):
             torch.set_num_threads(threads)
             outs = []
-            for shape in (SHAPES[0], SHAPES[9], SHAPES[11]):
+            for shape in (SHAPES[0], SHAPES[9], SHAPES[-1]):
                 n, c, h, w, o, k, s, p, d, g = shape
                 x, wt, grad = _tensors(shape, torch.float32, seed=5)
                 xr, wr = x.clone().requires_grad_(), wt.clone().requires_grad_()
                 y = adder_conv2d(xr, wr, s, p, d, g, backend="native")
                 y.backward(grad)
-                outs += [y.detach(), xr.grad] + ([wr.grad] if shape == SHAPES[11] else [])
+                outs += [y.detach(), xr.grad] + ([wr.grad] if shape == SHAPES[-1] else [])
             results.append(outs)
     finally:
         torch.set_num_threads(before)

@@ -107,8 +107,9 @@ def _declare(lib: ctypes.CDLL) -> None:
     signatures = {
         "adder_forward_nhwc": [p, p, p] + [i] * 14 + [n],
         "adder_input_grad_nhwc": [p, p, p, p] + [i] * 16 + [n, n],
-        "adder_forward_depthwise": [p, p, p] + [i] * 12 + [n],
-        "adder_input_grad_depthwise": [p, p, p, p] + [i] * 14 + [n, n],
+        "adder_input_grad_nhwc_cvec": [p, p, p, p] + [i] * 16 + [n, n],
+        "adder_forward_depthwise_flat": [p, p, p] + [i] * 10 + [n],
+        "adder_input_grad_depthwise_flat": [p, p, p, p] + [i] * 9 + [n, n],
         "adder_forward_depthwise_nhwc": [p, p, p] + [i] * 12 + [n],
         "adder_input_grad_depthwise_nhwc": [p, p, p, p] + [i] * 14 + [n, n],
         "adder_weight_grad_depthwise_nhwc": [p, p, p, p] + [i] * 12 + [n],
@@ -152,6 +153,9 @@ def supports(x: Tensor) -> bool:
 #: Depthwise layers with at least this many output columns and stride 1 run channels-first (vectorised over a
 #: row); the others (strided, or few-pixel late-stage maps) channels-last (vectorised over channels).
 WIDE_ROW = 16
+
+#: General layers with at least this many input channels per group compute dX vectorised over those channels.
+CHANNEL_VECTOR = 8
 
 
 def available_for(sample: Tensor, required: bool) -> bool:
@@ -233,12 +237,12 @@ def forward(xp: Tensor, weight: Tensor, geom: AdderGeometry) -> Tensor:
         _fn("adder_forward_depthwise_nhwc", xp.dtype)(_ptr(xl), _ptr(wl), _ptr(out_l), n, c, hp, wp, geom.ho,
                                                       geom.wo, *common, threads)
         return out_l.permute(0, 3, 1, 2).contiguous()
-    if is_depthwise(geom):
+    if is_depthwise(geom):  # stride 1: flattened planes with the padded row pitch
         xc = xp.contiguous()
-        out = torch.empty((n, geom.o, geom.ho, geom.wo), dtype=xp.dtype)
-        _fn("adder_forward_depthwise", xp.dtype)(_ptr(xc), _ptr(weight), _ptr(out), n, c, hp, wp, geom.ho, geom.wo,
-                                                 *common, threads)
-        return out
+        out = torch.empty((n, c, geom.ho, wp), dtype=xp.dtype)
+        _fn("adder_forward_depthwise_flat", xp.dtype)(_ptr(xc), _ptr(weight), _ptr(out), n, c, hp, wp, geom.ho,
+                                                      geom.wo, geom.kh, geom.kw, *geom.dilation, threads)
+        return out[..., :geom.wo].contiguous()
     xl = xp.permute(0, 2, 3, 1).contiguous()
     wt = _grouped_weight(weight, geom)
     out_l = torch.empty((n, geom.ho, geom.wo, geom.o), dtype=xp.dtype)
@@ -262,18 +266,26 @@ def input_grad(x: Tensor, weight: Tensor, grad: Tensor, geom: AdderGeometry, exa
         _fn("adder_input_grad_depthwise_nhwc", x.dtype)(_ptr(xl), _ptr(wl), _ptr(gl), _ptr(out_l), n, c, h, w,
                                                         geom.ho, geom.wo, *common, int(exact), threads)
         return out_l.permute(0, 3, 1, 2).contiguous()
-    if is_depthwise(geom):
-        xc, gc = x.contiguous(), grad.contiguous()  # kept alive for the call
-        out = torch.empty_like(xc)
-        _fn("adder_input_grad_depthwise", x.dtype)(_ptr(xc), _ptr(weight), _ptr(gc), _ptr(out), n, c, h, w,
-                                                   geom.ho, geom.wo, *common, int(exact), threads)
-        return out
+    if is_depthwise(geom):  # stride 1: flattened planes; g in a zero frame so that every tap stays in range
+        (dh, dw), (ph, pw) = geom.dilation, geom.padding
+        wg = w + (geom.kw - 1) * dw
+        top, left = (geom.kh - 1) * dh - ph, (geom.kw - 1) * dw - pw
+        gf = F.pad(grad, (left, wg - geom.wo - left, top, h + (geom.kh - 1) * dh - geom.ho - top)).contiguous()
+        xf = F.pad(x, (0, wg - w)).contiguous()
+        out = torch.empty((n, c, h, wg), dtype=x.dtype)
+        _fn("adder_input_grad_depthwise_flat", x.dtype)(_ptr(xf), _ptr(weight), _ptr(gf), _ptr(out), n, c, h, w,
+                                                        wg, geom.kh, geom.kw, dh, dw, int(exact), threads)
+        return out[..., :w].contiguous()
     xl = x.permute(0, 2, 3, 1).contiguous()
     gl = grad.permute(0, 2, 3, 1).contiguous()
-    wt = _grouped_weight(weight, geom)
+    if geom.cg >= CHANNEL_VECTOR:  # vectorised over input channels: (G, KH, KW, OG, CG)
+        name = "adder_input_grad_nhwc_cvec"
+        wt = weight.reshape(geom.groups, geom.og, geom.cg, geom.kh, geom.kw).permute(0, 3, 4, 1, 2).contiguous()
+    else:  # a reduction over output channels per input channel: (G, KH, KW, CG, OG)
+        name, wt = "adder_input_grad_nhwc", _grouped_weight(weight, geom)
     out_l = torch.empty((n, h, w, c), dtype=x.dtype)
-    _fn("adder_input_grad_nhwc", x.dtype)(_ptr(xl), _ptr(wt), _ptr(gl), _ptr(out_l), n, h, w, c, geom.ho, geom.wo,
-                                          geom.o, *common, geom.groups, int(exact), threads)
+    _fn(name, x.dtype)(_ptr(xl), _ptr(wt), _ptr(gl), _ptr(out_l), n, h, w, c, geom.ho, geom.wo, geom.o, *common,
+                       geom.groups, int(exact), threads)
     return out_l.permute(0, 3, 1, 2).contiguous()
 
 

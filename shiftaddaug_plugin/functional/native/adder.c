@@ -11,9 +11,10 @@
  *   - general layers (any groups with more than one input or output channel per group): channels-last tensors
  *     (N, H, W, C) and the weight as (G, KH, KW, CG, OG); the innermost loop runs over the contiguous output
  *     channels of a group, so it vectorises with one input value broadcast;
- *   - depthwise layers (one input and one output channel per group): either channels-first tensors (N, C, H, W),
- *     weight (C, KH, KW), the innermost loop over the contiguous output columns (wide stride-1 rows), or
- *     channels-last tensors, weight (KH, KW, C), the innermost loop over channels (strided and few-pixel maps).
+ *   - depthwise layers (one input and one output channel per group): either channels-first planes flattened with
+ *     the padded row pitch, weight (C, KH, KW), one contiguous loop per tap over a whole plane (stride 1, wide
+ *     rows), or channels-last tensors, weight (KH, KW, C), the innermost loop over channels (strided layers and
+ *     few-pixel maps).
  * The Python side (functional/_adder_native.py) builds the layouts, pads the input and compiles this file once per
  * machine; nothing here allocates memory. Every kernel is defined for float and for double (the `_f32` and `_f64`
  * suffixes), and parallelised with OpenMP over independent output rows (or channels, for the depthwise dW).
@@ -24,13 +25,30 @@
 
 typedef int64_t i64;
 
-/* Output channels of one group accumulated together in the general forward (kept in vector registers). */
+/* HardTanh in place, written as two selects: GCC 12 if-converts (vectorises) this form, not a nested conditional
+   or an inline function returning one, and not when the result is then multiplied by a loop-invariant scalar
+   (it folds the product into the branches): there the product is written as an fma. A loop left scalar here runs
+   with mispredicted branches, measured 20-50x slower. */
+#define CLAMP_UNIT(T, d) d = d > (T)1 ? (T)1 : d; d = d < (T)-1 ? (T)-1 : d
+
+/* Output channels of one group accumulated together in the general forward (kept in vector registers): tiles of
+   32, 16 or 8 (constant trip counts), the last one narrower when the group's width is not a multiple of 8. */
 #define OUT_TILE 32
 
-#define DEFINE_ADDER_KERNELS(T, SUFFIX, ABS)                                                                        \
+static inline int64_t tile_width(int64_t left) { return left >= 32 ? 32 : left >= 16 ? 16 : left >= 8 ? 8 : left; }
+
+/* acc[0:TW] += |x_c - W[c, 0:TW]| over the CG input channels of one tap (xr, wr, CG, OG in scope). */
+#define TILE_ACCUMULATE(T, ABS, TW)                                                                                 \
+    for (i64 c = 0; c < CG; ++c) {                                                                                  \
+        const T xv = xr[c];                                                                                         \
+        const T *w = wr + c * OG;                                                                                   \
+        _Pragma("omp simd")                                                                                         \
+        for (i64 o = 0; o < (TW); ++o) acc[o] += ABS(xv - w[o]);                                                    \
+    }
+
+#define DEFINE_ADDER_KERNELS(T, SUFFIX, ABS, FMA)                                                                   \
                                                                                                                     \
-static inline T clamp1_##SUFFIX(T d) { return d > (T)1 ? (T)1 : (d < (T)-1 ? (T)-1 : d); }                     \
-static inline T phi_##SUFFIX(T d, int exact) { return exact ? (T)((d > 0) - (d < 0)) : clamp1_##SUFFIX(d); }       \
+static inline T sign_##SUFFIX(T d) { return (T)((d > 0) - (d < 0)); }                                                \
                                                                                                                     \
 /* x: (N, Hp, Wp, C) padded, wt: (G, KH, KW, CG, OG), y: (N, Ho, Wo, O). */                                        \
 void adder_forward_nhwc_##SUFFIX(const T *restrict x, const T *restrict wt, T *restrict y,                         \
@@ -43,28 +61,19 @@ void adder_forward_nhwc_##SUFFIX(const T *restrict x, const T *restrict wt, T *r
             for (i64 ow = 0; ow < Wo; ++ow) {                                                                       \
                 T *restrict yp = y + ((n * Ho + oh) * Wo + ow) * O;                                                 \
                 for (i64 g = 0; g < G; ++g) {                                                                       \
-                    for (i64 o0 = 0; o0 < OG; o0 += OUT_TILE) {                                                     \
-                        const i64 t = OG - o0 < OUT_TILE ? OG - o0 : OUT_TILE;                                      \
+                    for (i64 o0 = 0, t = 0; o0 < OG; o0 += t) {                                                     \
+                        t = tile_width(OG - o0);                                                                    \
                         T acc[OUT_TILE];                                                                            \
                         for (i64 o = 0; o < OUT_TILE; ++o) acc[o] = 0;                                              \
                         for (i64 ki = 0; ki < KH; ++ki) {                                                           \
                             for (i64 kj = 0; kj < KW; ++kj) {                                                       \
-                                const T *xr = x + ((n * Hp + oh * sh + ki * dh) * Wp + ow * sw + kj * dw) * C      \
-                                              + g * CG;                                                             \
+                                const T *xr = x + ((n * Hp + oh * sh + ki * dh) * Wp + ow * sw + kj * dw) * C + g * CG;\
                                 const T *wr = wt + ((g * KH + ki) * KW + kj) * CG * OG + o0;                        \
-                                if (t == OUT_TILE) {                                                                \
-                                    for (i64 c = 0; c < CG; ++c) {                                                  \
-                                        const T xv = xr[c];                                                         \
-                                        const T *w = wr + c * OG;                                                   \
-                                        _Pragma("omp simd")                                                         \
-                                        for (i64 o = 0; o < OUT_TILE; ++o) acc[o] += ABS(xv - w[o]);                \
-                                    }                                                                               \
-                                } else {                                                                            \
-                                    for (i64 c = 0; c < CG; ++c) {                                                  \
-                                        const T xv = xr[c];                                                         \
-                                        const T *w = wr + c * OG;                                                   \
-                                        for (i64 o = 0; o < t; ++o) acc[o] += ABS(xv - w[o]);                       \
-                                    }                                                                               \
+                                switch (t) {  /* constant trip counts: the accumulators stay in vector registers */ \
+                                    case 32: TILE_ACCUMULATE(T, ABS, 32); break;                                    \
+                                    case 16: TILE_ACCUMULATE(T, ABS, 16); break;                                    \
+                                    case 8: TILE_ACCUMULATE(T, ABS, 8); break;                                      \
+                                    default: TILE_ACCUMULATE(T, ABS, t); break;                                     \
                                 }                                                                                   \
                             }                                                                                       \
                         }                                                                                           \
@@ -108,11 +117,12 @@ void adder_input_grad_nhwc_##SUFFIX(const T *restrict x, const T *restrict wt, c
                                 const T *w = wr + c * OG;                                                           \
                                 T s = 0;                                                                            \
                                 if (exact) {                                                                        \
-                                    for (i64 o = 0; o < OG; ++o) s += gg[o] * phi_##SUFFIX(w[o] - xv, 1);           \
+                                    for (i64 o = 0; o < OG; ++o) s += gg[o] * sign_##SUFFIX(w[o] - xv);           \
                                 } else {                                                                            \
                                     _Pragma("omp simd reduction(+:s)")                                              \
                                     for (i64 o = 0; o < OG; ++o) {                                                  \
-                                        const T d = clamp1_##SUFFIX(w[o] - xv);                                     \
+                                        T d = w[o] - xv;                                                            \
+                                        CLAMP_UNIT(T, d);                                                           \
                                         s += gg[o] * d;                                                             \
                                     }                                                                               \
                                 }                                                                                   \
@@ -126,29 +136,45 @@ void adder_input_grad_nhwc_##SUFFIX(const T *restrict x, const T *restrict wt, c
     }                                                                                                               \
 }                                                                                                                   \
                                                                                                                     \
-/* Depthwise. x: (N, C, Hp, Wp) padded, w: (C, KH, KW), y: (N, C, Ho, Wo). */                                      \
-void adder_forward_depthwise_##SUFFIX(const T *restrict x, const T *restrict w, T *restrict y,                     \
-                                      i64 N, i64 C, i64 Hp, i64 Wp, i64 Ho, i64 Wo, i64 KH, i64 KW,                \
-                                      i64 sh, i64 sw, i64 dh, i64 dw, int nthreads) {                             \
+/* dX with the input channels of a group as the vectorised inner loop (groups of 8 or more input channels):      \
+   wt: (G, KH, KW, OG, CG); otherwise as adder_input_grad_nhwc. */                                                 \
+void adder_input_grad_nhwc_cvec_##SUFFIX(const T *restrict x, const T *restrict wt, const T *restrict gr,         \
+                                         T *restrict dx, i64 N, i64 H, i64 W, i64 C, i64 Ho, i64 Wo, i64 O,       \
+                                         i64 KH, i64 KW, i64 sh, i64 sw, i64 ph, i64 pw, i64 dh, i64 dw, i64 G,  \
+                                         int exact, int nthreads) {                                               \
+    const i64 CG = C / G, OG = O / G;                                                                               \
     _Pragma("omp parallel for collapse(2) schedule(static) num_threads(nthreads)")                                  \
     for (i64 n = 0; n < N; ++n) {                                                                                   \
-        for (i64 c = 0; c < C; ++c) {                                                                               \
-            const T *xc = x + (n * C + c) * Hp * Wp;                                                                \
-            const T *wc = w + c * KH * KW;                                                                          \
-            T *yc = y + (n * C + c) * Ho * Wo;                                                                      \
-            for (i64 oh = 0; oh < Ho; ++oh) {                                                                       \
-                T *yr = yc + oh * Wo;                                                                               \
-                for (i64 ow = 0; ow < Wo; ++ow) yr[ow] = 0;                                                         \
+        for (i64 qh = 0; qh < H; ++qh) {                                                                            \
+            for (i64 qw = 0; qw < W; ++qw) {                                                                        \
+                const T *xq = x + ((n * H + qh) * W + qw) * C;                                                      \
+                T *restrict dq = dx + ((n * H + qh) * W + qw) * C;                                                  \
+                for (i64 c = 0; c < C; ++c) dq[c] = 0;                                                              \
                 for (i64 ki = 0; ki < KH; ++ki) {                                                                   \
-                    const T *xr = xc + (oh * sh + ki * dh) * Wp;                                                    \
+                    const i64 nh = qh + ph - ki * dh;                                                               \
+                    if (nh < 0 || nh % sh || nh / sh >= Ho) continue;                                               \
                     for (i64 kj = 0; kj < KW; ++kj) {                                                               \
-                        const T wv = wc[ki * KW + kj];                                                              \
-                        const T *xs = xr + kj * dw;                                                                 \
-                        if (sw == 1) {                                                                              \
-                            _Pragma("omp simd")                                                                     \
-                            for (i64 ow = 0; ow < Wo; ++ow) yr[ow] -= ABS(xs[ow] - wv);                             \
-                        } else {                                                                                    \
-                            for (i64 ow = 0; ow < Wo; ++ow) yr[ow] -= ABS(xs[ow * sw] - wv);                        \
+                        const i64 nw = qw + pw - kj * dw;                                                           \
+                        if (nw < 0 || nw % sw || nw / sw >= Wo) continue;                                           \
+                        const T *gp = gr + ((n * Ho + nh / sh) * Wo + nw / sw) * O;                                 \
+                        for (i64 g = 0; g < G; ++g) {                                                               \
+                            const T *xg = xq + g * CG;                                                              \
+                            T *restrict dg = dq + g * CG;                                                           \
+                            const T *wr = wt + ((g * KH + ki) * KW + kj) * OG * CG;                                 \
+                            for (i64 o = 0; o < OG; ++o) {                                                          \
+                                const T gv = gp[g * OG + o];                                                        \
+                                const T *w = wr + o * CG;                                                           \
+                                if (exact) {                                                                        \
+                                    for (i64 c = 0; c < CG; ++c) dg[c] += gv * sign_##SUFFIX(w[c] - xg[c]);         \
+                                } else {                                                                            \
+                                    _Pragma("omp simd")                                                             \
+                                    for (i64 c = 0; c < CG; ++c) {                                                  \
+                                        T d = w[c] - xg[c];                                                         \
+                                        CLAMP_UNIT(T, d);                                                           \
+                                        dg[c] = FMA(gv, d, dg[c]);  /* not gv * d: see CLAMP_UNIT */                \
+                                    }                                                                               \
+                                }                                                                                   \
+                            }                                                                                       \
                         }                                                                                           \
                     }                                                                                               \
                 }                                                                                                   \
@@ -157,45 +183,57 @@ void adder_forward_depthwise_##SUFFIX(const T *restrict x, const T *restrict w, 
     }                                                                                                               \
 }                                                                                                                   \
                                                                                                                     \
-/* Depthwise. x: (N, C, H, W) unpadded, w: (C, KH, KW), g: (N, C, Ho, Wo), dx: (N, C, H, W). */                    \
-void adder_input_grad_depthwise_##SUFFIX(const T *restrict x, const T *restrict w, const T *restrict gr,          \
-                                         T *restrict dx, i64 N, i64 C, i64 H, i64 W, i64 Ho, i64 Wo,               \
-                                         i64 KH, i64 KW, i64 sh, i64 sw, i64 ph, i64 pw, i64 dh, i64 dw,          \
-                                         int exact, int nthreads) {                                               \
+/* Depthwise, stride 1, channels-first on flattened planes: the output plane is computed with the padded input's  \
+   row pitch Wp, so every tap is one long contiguous loop (L = (Ho - 1) * Wp + Wo elements); the Wp - Wo columns   \
+   past each row are scratch the caller drops. x: (N, C, Hp, Wp) padded, w: (C, KH, KW), y: (N, C, Ho, Wp). */      \
+void adder_forward_depthwise_flat_##SUFFIX(const T *restrict x, const T *restrict w, T *restrict y,                \
+                                           i64 N, i64 C, i64 Hp, i64 Wp, i64 Ho, i64 Wo, i64 KH, i64 KW,           \
+                                           i64 dh, i64 dw, int nthreads) {                                        \
+    const i64 L = (Ho - 1) * Wp + Wo;                                                                               \
     _Pragma("omp parallel for collapse(2) schedule(static) num_threads(nthreads)")                                  \
     for (i64 n = 0; n < N; ++n) {                                                                                   \
         for (i64 c = 0; c < C; ++c) {                                                                               \
-            const T *xc = x + (n * C + c) * H * W;                                                                  \
-            const T *gc = gr + (n * C + c) * Ho * Wo;                                                               \
-            const T *wc = w + c * KH * KW;                                                                          \
-            T *dc = dx + (n * C + c) * H * W;                                                                       \
-            for (i64 i = 0; i < H * W; ++i) dc[i] = 0;                                                              \
+            const T *xc = x + (n * C + c) * Hp * Wp;                                                                \
+            T *restrict yc = y + (n * C + c) * Ho * Wp;                                                             \
+            for (i64 i = 0; i < Ho * Wp; ++i) yc[i] = 0;                                                            \
             for (i64 ki = 0; ki < KH; ++ki) {                                                                       \
                 for (i64 kj = 0; kj < KW; ++kj) {                                                                   \
-                    const T wv = wc[ki * KW + kj];                                                                  \
-                    /* output p and input q = s*p + d*k - pad: loop over p, write the (strided) q */                \
-                    for (i64 oh = 0; oh < Ho; ++oh) {                                                               \
-                        const i64 qh = oh * sh + ki * dh - ph;                                                      \
-                        if (qh < 0 || qh >= H) continue;                                                            \
-                        const i64 qw0 = kj * dw - pw;                                                               \
-                        i64 lo = 0, hi = Wo;                                                                        \
-                        while (lo < hi && qw0 + lo * sw < 0) ++lo;                                                  \
-                        while (hi > lo && qw0 + (hi - 1) * sw >= W) --hi;                                           \
-                        const T *gr_ = gc + oh * Wo;                                                                \
-                        const T *xr = xc + qh * W + qw0;                                                            \
-                        T *dr = dc + qh * W + qw0;                                                                  \
-                        if (exact) {                                                                                \
-                            for (i64 ow = lo; ow < hi; ++ow)                                                        \
-                                dr[ow * sw] += gr_[ow] * phi_##SUFFIX(wv - xr[ow * sw], 1);                         \
-                        } else if (sw == 1) {                                                                       \
-                            _Pragma("omp simd")                                                                     \
-                            for (i64 ow = lo; ow < hi; ++ow) {                                                      \
-                                const T d = clamp1_##SUFFIX(wv - xr[ow]);                                           \
-                                dr[ow] += gr_[ow] * d;                                                              \
-                            }                                                                                       \
-                        } else {                                                                                    \
-                            for (i64 ow = lo; ow < hi; ++ow)                                                        \
-                                dr[ow * sw] += gr_[ow] * phi_##SUFFIX(wv - xr[ow * sw], 0);                         \
+                    const T wv = w[(c * KH + ki) * KW + kj];                                                        \
+                    const T *xs = xc + ki * dh * Wp + kj * dw;                                                      \
+                    _Pragma("omp simd")                                                                             \
+                    for (i64 i = 0; i < L; ++i) yc[i] -= ABS(xs[i] - wv);                                           \
+                }                                                                                                   \
+            }                                                                                                       \
+        }                                                                                                           \
+    }                                                                                                               \
+}                                                                                                                   \
+                                                                                                                    \
+/* Depthwise, stride 1, flattened planes (see the forward): with g placed in a zero frame gf of height              \
+   H + (KH - 1) * dh and row pitch Wg (the caller builds it), dX[q] = sum_k gf[q + off_k] * phi(W_k - X[q]) with     \
+   off_k = (KH - 1 - ki) * dh * Wg + (KW - 1 - kj) * dw. x, dx: (N, C, H, Wg) (columns past W are scratch). */       \
+void adder_input_grad_depthwise_flat_##SUFFIX(const T *restrict x, const T *restrict w, const T *restrict gf,      \
+                                              T *restrict dx, i64 N, i64 C, i64 H, i64 W, i64 Wg, i64 KH, i64 KW,  \
+                                              i64 dh, i64 dw, int exact, int nthreads) {                          \
+    const i64 L = (H - 1) * Wg + W, Hg = H + (KH - 1) * dh;                                                        \
+    _Pragma("omp parallel for collapse(2) schedule(static) num_threads(nthreads)")                                  \
+    for (i64 n = 0; n < N; ++n) {                                                                                   \
+        for (i64 c = 0; c < C; ++c) {                                                                               \
+            const T *xc = x + (n * C + c) * H * Wg;                                                                 \
+            const T *gc = gf + (n * C + c) * Hg * Wg;                                                               \
+            T *restrict dc = dx + (n * C + c) * H * Wg;                                                             \
+            for (i64 i = 0; i < H * Wg; ++i) dc[i] = 0;                                                             \
+            for (i64 ki = 0; ki < KH; ++ki) {                                                                       \
+                for (i64 kj = 0; kj < KW; ++kj) {                                                                   \
+                    const T wv = w[(c * KH + ki) * KW + kj];                                                        \
+                    const T *gs = gc + (KH - 1 - ki) * dh * Wg + (KW - 1 - kj) * dw;                                \
+                    if (exact) {                                                                                    \
+                        for (i64 i = 0; i < L; ++i) dc[i] += gs[i] * sign_##SUFFIX(wv - xc[i]);                   \
+                    } else {                                                                                        \
+                        _Pragma("omp simd")                                                                         \
+                        for (i64 i = 0; i < L; ++i) {                                                               \
+                            T d = wv - xc[i];                                                                       \
+                            CLAMP_UNIT(T, d);                                                                       \
+                            dc[i] += gs[i] * d;                                                                     \
                         }                                                                                           \
                     }                                                                                               \
                 }                                                                                                   \
@@ -248,11 +286,12 @@ void adder_input_grad_depthwise_nhwc_##SUFFIX(const T *restrict x, const T *rest
                         const T *gp = gr + ((n * Ho + nh / sh) * Wo + nw / sw) * C;                                 \
                         const T *wr = w + (ki * KW + kj) * C;                                                       \
                         if (exact) {                                                                                \
-                            for (i64 c = 0; c < C; ++c) dq[c] += gp[c] * phi_##SUFFIX(wr[c] - xq[c], 1);            \
+                            for (i64 c = 0; c < C; ++c) dq[c] += gp[c] * sign_##SUFFIX(wr[c] - xq[c]);            \
                         } else {                                                                                    \
                             _Pragma("omp simd")                                                                     \
                             for (i64 c = 0; c < C; ++c) {                                                           \
-                                const T d = clamp1_##SUFFIX(wr[c] - xq[c]);                                         \
+                                T d = wr[c] - xq[c];                                                                \
+                                CLAMP_UNIT(T, d);                                                                   \
                                 dq[c] += gp[c] * d;                                                                 \
                             }                                                                                       \
                         }                                                                                           \
@@ -294,5 +333,5 @@ void adder_weight_grad_depthwise_nhwc_##SUFFIX(const T *restrict x, const T *res
     }                                                                                                               \
 }
 
-DEFINE_ADDER_KERNELS(float, f32, fabsf)
-DEFINE_ADDER_KERNELS(double, f64, fabs)
+DEFINE_ADDER_KERNELS(float, f32, fabsf, __builtin_fmaf)
+DEFINE_ADDER_KERNELS(double, f64, fabs, __builtin_fma)
