@@ -183,7 +183,8 @@ def bench_shape(shape: LayerShape, batch: int, size: int, repeats: int, shift_cl
     choices = adder_functional.autotune_choices()
     formulation = next((v for k, v in choices.items()
                         if f"C{shape.cin} {size}x{size} O{shape.cout} k{shape.k}x{shape.k} s({shape.stride}, "
-                        f"{shape.stride})" in k and f"N{batch} " in k), "taps")
+                        f"{shape.stride})" in k and f"N{batch} " in k),
+                       "native" if adder_functional.resolve_backend() == "native" else "taps")
     return Row(
         shape=shape.name, kind=shape.kind, conv_ms=med["conv"], adder_ms=med["adder"],
         adder_ratio=med["adder"] / med["conv"], adder_ratio_min=best["adder"] / best["conv"],
