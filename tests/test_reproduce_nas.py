@@ -194,6 +194,21 @@ def test_nas_report_correlation_search_curves_and_markdown(tmp_path: Path) -> No
     assert json.loads((tmp_path / "nas_report.json").read_text())["limits"]["peak_kb"] == 40.0
 
 
+def test_nas_front_keeps_rows_near_the_limit_and_is_plotted(tmp_path: Path) -> None:
+    def row(group: str, name: str, energy: float | None, metric: str = "top1") -> dict:
+        return {"group": group, "row": name, "metric_name": metric, "energy_uj": energy, "mean": 70.0, "std": 0.5,
+                "n": 3}
+
+    rows = [row("main-mcunet", "Shift", 2.5), row("main-mcunet", "Mult", 11.0), row("nas-mcunet", "NAS Shift", 1.6),
+            row("nas-proxy", "proxy-1", 2.8), row("nas-proxy", "proxy-2", 2.9), row("main-mbv2", "Shift", 2.0),
+            row("seg", "Shift", 1.0, metric="mIoU"), row("nas-mcunet", "NASA Shift", None)]
+    points = nas_report.front_points(rows, limit_uj=2.5)
+    assert [(p["group"], p["row"]) for p in points] == [("main-mcunet", "Shift"), ("nas-mcunet", "NAS Shift"),
+                                                        ("nas-proxy", "proxy-1")]  # 2.8 <= 1.15 * 2.5 < 2.9
+    nas_report.plot_nas_front(points, 2.5, tmp_path / "front.png")
+    assert (tmp_path / "front.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_reference_limits_match_the_exported_network_cost() -> None:
     import timm
 

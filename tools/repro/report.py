@@ -226,7 +226,7 @@ def write_reports(plan: Sequence[RunSpec], runs_dir: Path, results_dir: Path, bu
     results_dir.mkdir(parents=True, exist_ok=True)
     payload = {"meta": meta, "rows": rows, "paired_differences": diffs, "runs": records}
     write_json_atomically(results_dir / f"{stem}.json", payload, indent=2, default=str)
-    nas = None if test_eval else write_nas_report(records, results_dir, plot=plot)
+    nas = None if test_eval else write_nas_report(records, results_dir, plot=plot, rows=rows)
     (results_dir / f"{stem}.md").write_text(format_markdown(rows, diffs, meta) + "\n"
                                             + (format_nas_markdown(nas) + "\n" if nas else ""))
     if test_eval:
