@@ -19,7 +19,9 @@ under ``torch.profiler`` (CPU activities, input shapes recorded). Reported per v
   the adder's phases for the duration of the profile).
 
 The profiler's ranges are nested per thread, so self times add up to the step's time on the calling thread;
-intra-op parallel work on the second core is inside the op that launched it.
+intra-op parallel work on the second core is inside the op that launched it. With the ``native`` adder backend
+the C kernels are called through ctypes, not as aten ops: their time is the adder range's own self time, while
+the layout copies around them (permute / contiguous / pad) are booked under slice/cat/copy.
 """
 from __future__ import annotations
 

@@ -39,6 +39,10 @@ SHAPES = [
     (2, 3, 6, 24, 3, 5, 1, 4, 2, 3),     # depthwise, channels-first, dilation 2
     (1, 2, 5, 17, 2, 3, 1, 3, 1, 2),     # depthwise, channels-first, padding wider than the kernel reaches
     (2, 3, 8, 7, 3, 3, 2, 2, 2, 3),      # depthwise, stride 2, dilation 2: channels-last
+    (2, 3, 33, 34, 3, 3, 2, 1, 1, 3),    # depthwise, stride 2, rows of 17: phase planes, odd height
+    (1, 2, 9, 40, 2, 5, 2, 3, 2, 2),     # depthwise, phase planes, stride 2, dilation 2, wide padding
+    (1, 2, 7, 50, 2, 3, 3, 0, 1, 2),     # depthwise, phase planes, stride 3 (width not a multiple of 3)
+    (1, 2, 6, 41, 2, 2, 2, 0, 1, 2),     # depthwise, phase planes, even kernel
     (3, 7, 3, 2, 7, 3, 1, 1, 1, 7),      # depthwise on a 3x2 map: channels-last, native dW
 ]
 
@@ -107,10 +111,14 @@ def test_shapes_cover_every_kernel_layout() -> None:
             seen.add("general")
             seen.add("dx-channels" if geom.cg >= native.CHANNEL_VECTOR else "dx-reduction")
         else:
-            seen.add("dw-last" if native.depthwise_channels_last(geom) else "dw-first")
+            if native.depthwise_channels_last(geom):
+                seen.add("dw-last")
+            else:
+                seen.add("dw-first" if geom.stride == (1, 1) else "dw-phases")
             if adder_mod.uses_depthwise_weight_grad_taps(geom):
                 seen.add("dw-weight-grad")
-    assert seen == {"general", "dx-channels", "dx-reduction", "dw-last", "dw-first", "dw-weight-grad"}
+    assert seen == {"general", "dx-channels", "dx-reduction", "dw-last", "dw-first", "dw-phases",
+                    "dw-weight-grad"}
 
 
 def test_depthwise_weight_grad_kernel_is_the_raw_sum() -> None:
@@ -123,7 +131,7 @@ def test_depthwise_weight_grad_kernel_is_the_raw_sum() -> None:
                                _reference(x, wt, grad, shape, False)[2], rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("shape", [SHAPES[1], SHAPES[9], SHAPES[11], SHAPES[14]], ids=_ids)
+@pytest.mark.parametrize("shape", [SHAPES[1], SHAPES[9], SHAPES[11], SHAPES[14], SHAPES[17]], ids=_ids)
 def test_gradcheck_exact_mode(shape: Shape) -> None:
     n, c, h, w, o, k, s, p, d, g = shape
     gen = torch.Generator().manual_seed(4)  # on 0.1*Z + offsets: |x - w| >= 0.05, |w| >= 0.025 (away from ties)
@@ -136,6 +144,20 @@ def test_gradcheck_exact_mode(shape: Shape) -> None:
     assert torch.autograd.gradcheck(fn, (x, wt), eps=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[11], SHAPES[15], SHAPES[-1]], ids=_ids)
+def test_non_contiguous_inputs(shape: Shape) -> None:
+    """Channels-last inputs and a transposed (non-contiguous) upstream gradient give the reference results: the
+    kernels must read contiguous copies that stay alive for the whole call."""
+    n, c, h, w, o, k, s, p, d, g = shape
+    x, wt, grad = _tensors(shape, torch.float64, seed=6)
+    ref_y, ref_dx, _ = _reference(x, wt, grad, shape, False)
+    xr = x.to(memory_format=torch.channels_last).requires_grad_()
+    y = adder_conv2d(xr, wt, s, p, d, g, backend="native")
+    y.backward(grad.transpose(2, 3).contiguous().transpose(2, 3))
+    torch.testing.assert_close(y, ref_y, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(xr.grad, ref_dx, rtol=1e-10, atol=1e-10)
+
+
 def test_results_do_not_depend_on_the_thread_count() -> None:
     """Every output element of a native kernel is summed by one thread in a fixed order: 1 and 2 threads agree bit
     for bit (Y, dX, and dW where the native kernel computes it; the dense dW is oneDNN's conv backward)."""
@@ -145,7 +167,7 @@ def test_results_do_not_depend_on_the_thread_count() -> None:
         for threads in (1, 2):
             torch.set_num_threads(threads)
             outs = []
-            for shape in (SHAPES[0], SHAPES[9], SHAPES[-1]):
+            for shape in (SHAPES[0], SHAPES[9], SHAPES[15], SHAPES[-1]):
                 n, c, h, w, o, k, s, p, d, g = shape
                 x, wt, grad = _tensors(shape, torch.float32, seed=5)
                 xr, wr = x.clone().requires_grad_(), wt.clone().requires_grad_()

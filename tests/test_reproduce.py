@@ -117,6 +117,18 @@ def test_build_command_flags(tmp_path: Path) -> None:
     assert resumed[-2:] == ["--resume", str(tmp_path / plan["Shift"].name / "last.pth.tar")]
 
 
+def test_tiny_width_rows_pass_the_width_and_pair_within_the_group(tmp_path: Path) -> None:
+    plan = {r.row: r for r in rp.expand_plan(["regime-tiny-mcunet"], SMALL, seeds=[1])}
+    assert sorted(plan) == ["Mult 0.35x", "NetAug 0.35x", "Shift 0.35x", "ShiftAug 0.35x"]
+    shift, aug = (rp.build_command(plan[row], SMALL, tmp_path) for row in ("Shift 0.35x", "ShiftAug 0.35x"))
+    i = shift.index("--model-kwargs")
+    assert shift[i + 1:i + 3] == ["op=shift", "width_mult=0.35"] and "--no-aug" in shift
+    assert "width_mult=0.35" in aug and "--no-aug" not in aug and plan["ShiftAug 0.35x"].name == \
+        "mcunet_shiftaug-0-35x_s1"
+    pairs = dict(rp.PAIRS)
+    assert pairs["ShiftAug 0.35x"] == "Shift 0.35x" and pairs["NetAug 0.35x"] == "Mult 0.35x"
+
+
 def test_holdout_split_and_sort_ablation_flags(tmp_path: Path) -> None:
     plan = {r.row: r for r in rp.expand_plan(["main-mcunet", "ablation-sort-scope", "ablation-sort-remap"], SMALL,
                                              seeds=[0])}

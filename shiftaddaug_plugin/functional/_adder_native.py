@@ -26,7 +26,7 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -102,14 +102,18 @@ def _build(target: Path, compiler: str) -> None:
             os.unlink(tmp)
 
 
+#: Kernels that allocate a per-thread staging buffer and return -1 when that fails.
+_STATUS_KERNELS = ("adder_forward_depthwise_planes", "adder_input_grad_depthwise_planes")
+
+
 def _declare(lib: ctypes.CDLL) -> None:
     p, i, n = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     signatures = {
         "adder_forward_nhwc": [p, p, p] + [i] * 14 + [n],
         "adder_input_grad_nhwc": [p, p, p, p] + [i] * 16 + [n, n],
         "adder_input_grad_nhwc_cvec": [p, p, p, p] + [i] * 16 + [n, n],
-        "adder_forward_depthwise_flat": [p, p, p] + [i] * 10 + [n],
-        "adder_input_grad_depthwise_flat": [p, p, p, p] + [i] * 9 + [n, n],
+        "adder_forward_depthwise_planes": [p, p, p, p, p] + [i] * 11 + [n],
+        "adder_input_grad_depthwise_planes": [p, p, p, p, p, p] + [i] * 14 + [n, n],
         "adder_forward_depthwise_nhwc": [p, p, p] + [i] * 12 + [n],
         "adder_input_grad_depthwise_nhwc": [p, p, p, p] + [i] * 14 + [n, n],
         "adder_weight_grad_depthwise_nhwc": [p, p, p, p] + [i] * 12 + [n],
@@ -118,7 +122,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         for suffix in _SUFFIX.values():
             fn = getattr(lib, f"{name}_{suffix}")
             fn.argtypes = args
-            fn.restype = None
+            fn.restype = ctypes.c_int if name in _STATUS_KERNELS else None
 
 
 def library() -> ctypes.CDLL:
@@ -150,8 +154,9 @@ def supports(x: Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype in _SUFFIX
 
 
-#: Depthwise layers with at least this many output columns and stride 1 run channels-first (vectorised over a
-#: row); the others (strided, or few-pixel late-stage maps) channels-last (vectorised over channels).
+#: Depthwise layers with at least this many output columns (half as many for strided layers; both measured with
+#: benchmarks/ops.py) run channels-first on flattened (phase) planes (vectorised over a row); the others (few-pixel
+#: late-stage maps) channels-last (vectorised over channels).
 WIDE_ROW = 16
 
 #: General layers with at least this many input channels per group compute dX vectorised over those channels.
@@ -189,14 +194,40 @@ def is_depthwise(geom: AdderGeometry) -> bool:
 
 
 def depthwise_channels_last(geom: AdderGeometry) -> bool:
-    """Layout rule for depthwise layers (measured per layer shape, benchmarks/ops.py): channels-first only for
-    stride-1 layers with rows of ``WIDE_ROW`` or more output pixels."""
-    return geom.stride != (1, 1) or geom.wo < WIDE_ROW
+    """Layout rule for depthwise layers (measured per layer shape, benchmarks/ops.py): channels-first phase planes
+    for rows of ``WIDE_ROW`` or more output pixels (``WIDE_ROW // 2`` when strided), channels-last below."""
+    return geom.wo < (WIDE_ROW if geom.stride == (1, 1) else WIDE_ROW // 2)
 
 
 def _taps_by_channel(weight: Tensor, geom: AdderGeometry) -> Tensor:
     """Depthwise weight (C, 1, KH, KW) -> (KH * KW, C) contiguous."""
     return weight.reshape(geom.c, geom.kh * geom.kw).t().contiguous()
+
+
+def _channels_last(t: Tensor) -> Tensor:
+    """(N, C, H, W) -> (N, H, W, C) contiguous."""
+    return t.permute(0, 2, 3, 1).contiguous()
+
+
+def _channels_first(t: Tensor) -> Tensor:
+    """(N, H, W, C) -> (N, C, H, W) contiguous."""
+    return t.permute(0, 3, 1, 2).contiguous()
+
+
+def _axis_taps(size: int, stride: int, dilation: int, shift: int) -> List[Tuple[int, int]]:
+    """Per tap ``k`` of one axis, ``(a, c)`` with ``dilation * k - shift = stride * c + a`` and ``0 <= a < stride``:
+    the tap reads phase ``a`` of the input, ``c`` pixels of that phase after (forward) or before (dX) the output."""
+    return [(r % stride, r // stride) for r in (dilation * k - shift for k in range(size))]
+
+
+def _tap_table(rows: List[Tuple[int, int]], cols: List[Tuple[int, int]], sw: int, pitch: int,
+               frame: Optional[Tuple[int, int]] = None) -> Tuple[Tensor, Tensor]:
+    """Per tap (row-major): its phase plane and flat offset, ``c_h * pitch + c_w`` for the forward (no frame) and
+    ``(top - c_h) * pitch + left - c_w`` for dX, whose g sits in a frame with margins ``frame = (top, left)``."""
+    sign, (top, left) = (1, (0, 0)) if frame is None else (-1, frame)
+    plane = [ah * sw + aw for ah, _ in rows for aw, _ in cols]
+    offset = [(top + sign * ch) * pitch + left + sign * cw for _, ch in rows for _, cw in cols]
+    return torch.tensor(plane, dtype=torch.int64), torch.tensor(offset, dtype=torch.int64)
 
 
 def _fn(name: str, dtype: torch.dtype):  # noqa: ANN202 - a ctypes function pointer
@@ -208,6 +239,11 @@ def _ptr(t: Tensor) -> int:
     if not t.is_contiguous() or t.device.type != "cpu":
         raise ValueError("native adder kernels take contiguous CPU tensors")
     return t.data_ptr()
+
+
+def _check(status: int) -> None:
+    if status != 0:
+        raise MemoryError("native adder kernel: out of memory for its per-thread staging buffer")
 
 
 def _same_dtype(*tensors: Tensor) -> torch.dtype:
@@ -231,24 +267,44 @@ def forward(xp: Tensor, weight: Tensor, geom: AdderGeometry) -> Tensor:
     threads = torch.get_num_threads()
     common = (geom.kh, geom.kw, *geom.stride, *geom.dilation)
     if is_depthwise(geom) and depthwise_channels_last(geom):
-        xl = xp.permute(0, 2, 3, 1).contiguous()
-        wl = _taps_by_channel(weight, geom)
+        xl, wl = _channels_last(xp), _taps_by_channel(weight, geom)
         out_l = torch.empty((n, geom.ho, geom.wo, c), dtype=xp.dtype)
         _fn("adder_forward_depthwise_nhwc", xp.dtype)(_ptr(xl), _ptr(wl), _ptr(out_l), n, c, hp, wp, geom.ho,
                                                       geom.wo, *common, threads)
-        return out_l.permute(0, 3, 1, 2).contiguous()
-    if is_depthwise(geom):  # stride 1: flattened planes with the padded row pitch
-        xc = xp.contiguous()
-        out = torch.empty((n, c, geom.ho, wp), dtype=xp.dtype)
-        _fn("adder_forward_depthwise_flat", xp.dtype)(_ptr(xc), _ptr(weight), _ptr(out), n, c, hp, wp, geom.ho,
-                                                      geom.wo, geom.kh, geom.kw, *geom.dilation, threads)
-        return out[..., :geom.wo].contiguous()
-    xl = xp.permute(0, 2, 3, 1).contiguous()
-    wt = _grouped_weight(weight, geom)
+        return _channels_first(out_l)
+    if is_depthwise(geom):  # phase planes of the padded input, staged per channel in the C kernel
+        (sh, sw), (dh, dw) = geom.stride, geom.dilation
+        hq, wq = -(-hp // sh), -(-wp // sw)
+        tap_plane, tap_offset = _tap_table(_axis_taps(geom.kh, sh, dh, 0), _axis_taps(geom.kw, sw, dw, 0), sw, wq)
+        out, xc = torch.empty((n, c, geom.ho, geom.wo), dtype=xp.dtype), xp.contiguous()
+        _check(_fn("adder_forward_depthwise_planes", xp.dtype)(
+            _ptr(xc), _ptr(weight), _ptr(tap_plane), _ptr(tap_offset), _ptr(out), n, c, hp, wp, sh, sw,
+            hq, wq, geom.ho, geom.wo, geom.kh * geom.kw, threads))
+        return out
+    xl, wt = _channels_last(xp), _grouped_weight(weight, geom)
     out_l = torch.empty((n, geom.ho, geom.wo, geom.o), dtype=xp.dtype)
     _fn("adder_forward_nhwc", xp.dtype)(_ptr(xl), _ptr(wt), _ptr(out_l), n, hp, wp, c, geom.ho, geom.wo, geom.o,
                                         *common, geom.groups, threads)
-    return out_l.permute(0, 3, 1, 2).contiguous()
+    return _channels_first(out_l)
+
+
+def _depthwise_planes_input_grad(x: Tensor, weight: Tensor, grad: Tensor, geom: AdderGeometry,
+                                 exact: bool) -> Tensor:
+    """dX of a depthwise layer on the phase planes of the unpadded input; g in a zero frame of the planes' pitch
+    with margins chosen so that every tap's read stays in range (the C kernel's comment)."""
+    n, c, h, w = x.shape
+    (sh, sw), (dh, dw), (ph, pw) = geom.stride, geom.dilation, geom.padding
+    rows, cols = _axis_taps(geom.kh, sh, dh, ph), _axis_taps(geom.kw, sw, dw, pw)
+    top, left = max(r for _, r in rows), max(q for _, q in cols)
+    hx, pitch = -(-h // sh), -(-w // sw) + left - min(q for _, q in cols)
+    frame_h = hx + top - min(r for _, r in rows)
+    tap_plane, tap_offset = _tap_table(rows, cols, sw, pitch, (top, left))
+    out, xc, gc = torch.empty_like(x, memory_format=torch.contiguous_format), x.contiguous(), grad.contiguous()
+    _check(_fn("adder_input_grad_depthwise_planes", x.dtype)(
+        _ptr(xc), _ptr(weight), _ptr(gc), _ptr(tap_plane), _ptr(tap_offset), _ptr(out),
+        n, c, h, w, sh, sw, hx, pitch, geom.ho, geom.wo, top, left, frame_h, geom.kh * geom.kw, int(exact),
+        torch.get_num_threads()))
+    return out
 
 
 def input_grad(x: Tensor, weight: Tensor, grad: Tensor, geom: AdderGeometry, exact: bool) -> Tensor:
@@ -258,26 +314,15 @@ def input_grad(x: Tensor, weight: Tensor, grad: Tensor, geom: AdderGeometry, exa
     n, c, h, w = x.shape
     threads = torch.get_num_threads()
     common = (geom.kh, geom.kw, *geom.stride, *geom.padding, *geom.dilation)
-    if is_depthwise(geom) and depthwise_channels_last(geom):
-        xl = x.permute(0, 2, 3, 1).contiguous()
-        gl = grad.permute(0, 2, 3, 1).contiguous()
-        wl = _taps_by_channel(weight, geom)
+    if is_depthwise(geom) and not depthwise_channels_last(geom):
+        return _depthwise_planes_input_grad(x, weight, grad, geom, exact)
+    xl, gl = _channels_last(x), _channels_last(grad)
+    if is_depthwise(geom):
+        name, wt = "adder_input_grad_depthwise_nhwc", _taps_by_channel(weight, geom)
         out_l = torch.empty((n, h, w, c), dtype=x.dtype)
-        _fn("adder_input_grad_depthwise_nhwc", x.dtype)(_ptr(xl), _ptr(wl), _ptr(gl), _ptr(out_l), n, c, h, w,
-                                                        geom.ho, geom.wo, *common, int(exact), threads)
-        return out_l.permute(0, 3, 1, 2).contiguous()
-    if is_depthwise(geom):  # stride 1: flattened planes; g in a zero frame so that every tap stays in range
-        (dh, dw), (ph, pw) = geom.dilation, geom.padding
-        wg = w + (geom.kw - 1) * dw
-        top, left = (geom.kh - 1) * dh - ph, (geom.kw - 1) * dw - pw
-        gf = F.pad(grad, (left, wg - geom.wo - left, top, h + (geom.kh - 1) * dh - geom.ho - top)).contiguous()
-        xf = F.pad(x, (0, wg - w)).contiguous()
-        out = torch.empty((n, c, h, wg), dtype=x.dtype)
-        _fn("adder_input_grad_depthwise_flat", x.dtype)(_ptr(xf), _ptr(weight), _ptr(gf), _ptr(out), n, c, h, w,
-                                                        wg, geom.kh, geom.kw, dh, dw, int(exact), threads)
-        return out[..., :w].contiguous()
-    xl = x.permute(0, 2, 3, 1).contiguous()
-    gl = grad.permute(0, 2, 3, 1).contiguous()
+        _fn(name, x.dtype)(_ptr(xl), _ptr(wt), _ptr(gl), _ptr(out_l), n, c, h, w, geom.ho, geom.wo, *common,
+                           int(exact), threads)
+        return _channels_first(out_l)
     if geom.cg >= CHANNEL_VECTOR:  # vectorised over input channels: (G, KH, KW, OG, CG)
         name = "adder_input_grad_nhwc_cvec"
         wt = weight.reshape(geom.groups, geom.og, geom.cg, geom.kh, geom.kw).permute(0, 3, 4, 1, 2).contiguous()
@@ -286,7 +331,7 @@ def input_grad(x: Tensor, weight: Tensor, grad: Tensor, geom: AdderGeometry, exa
     out_l = torch.empty((n, h, w, c), dtype=x.dtype)
     _fn(name, x.dtype)(_ptr(xl), _ptr(wt), _ptr(gl), _ptr(out_l), n, h, w, c, geom.ho, geom.wo, geom.o, *common,
                        geom.groups, int(exact), threads)
-    return out_l.permute(0, 3, 1, 2).contiguous()
+    return _channels_first(out_l)
 
 
 def weight_grad_depthwise(x: Tensor, weight: Tensor, grad: Tensor, geom: AdderGeometry) -> Tensor:
@@ -295,9 +340,7 @@ def weight_grad_depthwise(x: Tensor, weight: Tensor, grad: Tensor, geom: AdderGe
     ph, pw = geom.padding
     xp = F.pad(x, (pw, pw, ph, ph)) if (ph or pw) else x
     n, c, hp, wp = xp.shape
-    xl = xp.permute(0, 2, 3, 1).contiguous()
-    gl = grad.permute(0, 2, 3, 1).contiguous()
-    wl = _taps_by_channel(weight, geom)
+    xl, gl, wl = _channels_last(xp), _channels_last(grad), _taps_by_channel(weight, geom)
     out_l = torch.empty((geom.kh * geom.kw, c), dtype=x.dtype)
     _fn("adder_weight_grad_depthwise_nhwc", x.dtype)(_ptr(xl), _ptr(wl), _ptr(gl), _ptr(out_l), n, c, hp, wp,
                                                      geom.ho, geom.wo, geom.kh, geom.kw, *geom.stride,
