@@ -56,6 +56,8 @@ class RowSpec:
     aug: bool
     extra: tuple[str, ...] = ()
     convert_kwargs: tuple[tuple[str, Any], ...] = ()
+    #: further model kwargs (e.g. ``width_mult``), passed as ``--model-kwargs key=value``
+    model_kwargs: tuple[tuple[str, Any], ...] = ()
     #: ``shiftadd_custom`` rows: the architecture JSON, relative to the results folder (written by the NAS stages)
     arch: str = ""
 
@@ -86,6 +88,13 @@ NAS_PROXY_ARCHS = 6
 NAS_PROXY_ROWS: tuple[RowSpec, ...] = tuple(
     RowSpec(f"proxy-{i}", "shift", False, arch=f"nas/proxy/arch_{i}.json") for i in range(1, NAS_PROXY_ARCHS + 1))
 
+#: The under-fitting test: the main rows on MCUNet at a third of its width (``width_mult`` 0.35), where the target
+#: has far less capacity, to see whether augmentation gains where the network is too small for the data.
+TINY_WIDTH = 0.35
+TINY_ROWS: tuple[RowSpec, ...] = tuple(
+    RowSpec(f"{row.label} {TINY_WIDTH}x", row.op, row.aug, model_kwargs=(("width_mult", TINY_WIDTH),))
+    for row in _MAIN_ROWS if row.op in ("mult", "shift"))
+
 #: group -> (kind, model, rows). Ablation rows compare against the main table's row of the same seed.
 GROUPS: dict[str, tuple[str, str, tuple[RowSpec, ...]]] = {
     "main-mcunet": ("cls", "shiftadd_mcunet", _MAIN_ROWS),
@@ -110,6 +119,7 @@ GROUPS: dict[str, tuple[str, str, tuple[RowSpec, ...]]] = {
     "ablation-aug-dims": ("cls", "shiftadd_mcunet", (
         RowSpec("ShiftAug width-only", "shift", True, extra=("--aug-expand-list", "1.0")),
         RowSpec("ShiftAug expand-only", "shift", True, extra=("--aug-width-mult-list", "1.0")))),
+    "regime-tiny-mcunet": ("cls", "shiftadd_mcunet", TINY_ROWS),
     "nas-mcunet": ("cls", "shiftadd_custom", NAS_ROWS),
     "nas-proxy": ("cls", "shiftadd_custom", NAS_PROXY_ROWS),
     "seg": ("seg", "mbv2_tiny_fcn", _SEG_ROWS),
@@ -144,6 +154,7 @@ class RunSpec:
     extra: tuple[str, ...] = ()
     convert_kwargs: tuple[tuple[str, Any], ...] = ()
     arch: str = ""
+    model_kwargs: tuple[tuple[str, Any], ...] = ()
 
 
 def _slug(text: str) -> str:
@@ -186,7 +197,7 @@ def expand_plan(groups: Sequence[str], budget: Budget, seeds: Sequence[int] | No
                     f"seg_{_SHORT_MODEL[model]}_{_slug(row.label)}_s{seed}"
                 plan.append(RunSpec(name=name, group=group, kind=kind, model=model, row=row.label, seed=int(seed),
                                     op=row.op, aug=row.aug, extra=row.extra, convert_kwargs=row.convert_kwargs,
-                                    arch=row.arch))
+                                    arch=row.arch, model_kwargs=row.model_kwargs))
     names = [r.name for r in plan]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate run names in the plan: {sorted(n for n in names if names.count(n) > 1)}")

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 from repro.curves import plot_curves, read_curve
 from repro.files import write_json_atomically
 from repro.nas_report import format_nas_markdown, write_nas_report
-from repro.plan import _SHORT_MODEL, BUDGETS, RunSpec
+from repro.plan import _SHORT_MODEL, BUDGETS, TINY_WIDTH, RunSpec
 from repro.provenance import read_provenance
 from repro.runs import run_status
 
@@ -28,8 +28,9 @@ def collect_results(plan: Sequence[RunSpec], runs_dir: Path, *, test_eval: bool 
         out = runs_dir / spec.name
         if test_eval and not (out / "test_eval.json").is_file():
             continue
-        rec: dict[str, Any] = {k: v for k, v in asdict(spec).items() if k not in ("extra", "convert_kwargs")}
-        rec["flags"] = list(spec.extra) + [f"{k}={v}" for k, v in spec.convert_kwargs]
+        rec: dict[str, Any] = {k: v for k, v in asdict(spec).items() if k not in ("extra", "convert_kwargs",
+                                                                                    "model_kwargs")}
+        rec["flags"] = list(spec.extra) + [f"{k}={v}" for k, v in spec.convert_kwargs + spec.model_kwargs]
         rec["provenance"] = read_provenance(out)
         if spec.kind == "cls":
             summary = json.loads((out / "summary.json").read_text())
@@ -95,6 +96,7 @@ PAIRS: tuple[tuple[str, str], ...] = (
     ("AddAug+block-variant", "AddAug+block-variant no-remap"),
     ("ShiftAug width-only", "ShiftAug"), ("ShiftAug expand-only", "ShiftAug"),
     ("NAS ShiftAug", "NAS Shift"), ("NAS ShiftAug+depth-aug", "NAS ShiftAug"),
+    (f"NetAug {TINY_WIDTH}x", f"Mult {TINY_WIDTH}x"), (f"ShiftAug {TINY_WIDTH}x", f"Shift {TINY_WIDTH}x"),
 )
 #: ((model a, row a), (model b, row b)): searched networks against the hand-designed one of the same cost limit
 #: (same seeds = same data subset and initialisation RNG, same recipe)

@@ -42,6 +42,7 @@ def build_command(spec: RunSpec, budget: Budget, runs_dir: Path) -> list[str]:
         kwargs = [f"op={spec.op}"]
         if spec.convert_kwargs:
             kwargs.append("convert_kwargs=" + repr(dict(spec.convert_kwargs)).replace(" ", ""))
+        kwargs += [f"{key}={value}" for key, value in spec.model_kwargs]
         if spec.arch:  # a searched network: its arch file lies in the results folder (tools/repro/nas_stages.py)
             kwargs.append(f"arch={(runs_dir.parent / spec.arch).resolve()}")
         cmd = [sys.executable, "-m", "shiftaddaug_plugin.train.cli", "-c", str(CLS_CONFIG),
