@@ -329,8 +329,10 @@ def test_ablation_rows_pair_with_main_rows_of_the_same_model() -> None:
 def test_test_eval_of_holdout_runs_reports_main_rows_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     holdout = dataclasses.replace(SMALL, holdout=True)
     plan = _plan() + rp.expand_plan(["ablation-sort-scope"], holdout, seeds=[0], rows=["ShiftAug sort-augmented"])
+    plan += rp.expand_plan(["regime-tiny-mcunet"], holdout, seeds=[0], rows=["Shift 0.35x"])  # evaluated too
     runs = tmp_path / "runs"
     monkeypatch.setitem(_TOP1, ("ShiftAug sort-augmented", 0), 60.0)  # no leak into other tests
+    monkeypatch.setitem(_TOP1, ("Shift 0.35x", 0), 55.0)
     rp.execute_plan(plan, holdout, runs, jobs=2, command_fn=_fake_command(tmp_path / "rec.txt"),
                     log=lambda s: None, poll_s=0.02)
 

@@ -171,7 +171,8 @@ def format_markdown(rows: Sequence[dict[str, Any]], diffs: Sequence[dict[str, An
     lines.append("Evaluation split: " + ("**held-out validation** images of the training split (choosing settings)"
                                          if split == "holdout" else "official **test** split (reporting)") + "."
                  + (" The runs are those of the held-out table (trained without the held-out images, settings "
-                    "chosen there); only the main-table rows are evaluated on the test split."
+                    "chosen there); only the main-table rows (and the regime groups' main rows) are evaluated on the "
+                    "test split."
                     if meta.get("test_of_holdout_runs") else ""))
     lines.append("")
     lines.append("Top-1 / mIoU of the **exported** target network (%), mean +- sample std over seeds (n = seeds). "

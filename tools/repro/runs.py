@@ -153,11 +153,12 @@ def test_eval_command(spec: RunSpec, budget: Budget, runs_dir: Path) -> list[str
 def run_test_evals(plan: Sequence[RunSpec], budget: Budget, runs_dir: Path, *,
                    log: Callable[[str], None] = print) -> int:
     """After choosing on the held-out split: ``test_eval.json`` (official test top-1) for the finished runs of the
-    main tables (the chosen recipe), never for ablation rows. Returns how many were written."""
+    main tables (the chosen recipe) and of the ``regime-`` groups (the main rows of another width), never for
+    ablation rows. Returns how many were written."""
     written = 0
     for spec in plan:
         out = runs_dir / spec.name
-        wanted = spec.group.startswith("main-") if spec.kind == "cls" else \
+        wanted = spec.group.startswith(("main-", "regime-")) if spec.kind == "cls" else \
             spec.group.startswith("seg") and spec.model in SEG_WITH_TEST_SPLIT  # main rows, never ablations
         if not wanted or run_status(spec, runs_dir) != "finished" or (out / "test_eval.json").is_file():
             continue
