@@ -21,7 +21,10 @@ _CANDIDATES = {"proxy-1": (78.0, 73.0, 61.0), "proxy-2": (77.0, 73.5, 62.0), "pr
 def _folder(tmp_path: Path) -> Path:
     results = tmp_path / "nas-small"
     (results / "nas" / "proxy").mkdir(parents=True)
-    (results / "results.json").write_text(json.dumps({"meta": {"budget": "small"}}))
+    runs = [{"group": "nas-proxy", "row": row, "seed": seed, "metric": trained + (0.1 * seed if row != "proxy-4" else
+                                                                                     -5.0 * seed)}
+            for row, (_, trained, _) in _CANDIDATES.items() for seed in (0, 1, 2)]
+    (results / "results.json").write_text(json.dumps({"meta": {"budget": "small"}, "runs": runs}))
     points = [{"row": row, "proxy": sup, "trained": trained, "energy_uj": 1.0}
               for row, (sup, trained, _) in _CANDIDATES.items()]
     (results / "nas_report.json").write_text(json.dumps({"proxy_correlation": {"points": points}}))
@@ -51,6 +54,11 @@ def test_short_runs_use_the_held_out_split_and_rank_against_the_trained_means(tm
     assert payload["kendall_tau_supernet"] == pytest.approx(-1.0)
     assert payload["kendall_tau_short"] == pytest.approx(1.0)
     assert json.loads((results / "short_proxy.json").read_text())["kendall_tau_short"] == pytest.approx(1.0)
+    # seed 0 ranks proxy-4 first, the mean of seeds 1 and 2 last (its later seeds collapse): tau 0; seeds 1 and 2
+    # agree with the others' mean: tau 1
+    split = payload["seed_split_tau"]
+    assert split["per_seed"] == {0: pytest.approx(0.0), 1: pytest.approx(1.0), 2: pytest.approx(1.0)}
+    assert split["mean"] == pytest.approx(2 / 3)
     seen.clear()  # finished runs are not trained again
     short_proxy.run(results, epochs=2, seed=0, jobs=1, command_fn=_fake_command(seen))
     assert seen == []
