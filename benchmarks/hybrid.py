@@ -95,6 +95,7 @@ class Row:
     stats: Dict[str, Stats]  #: 'ref' and every op
     inner: int
     adder_compile_s: Optional[float]
+    size: int = 0  #: input height = width
 
 
 def _widths(shape: LayerShape, mult: float) -> tuple[int, int]:
@@ -106,7 +107,7 @@ def _widths(shape: LayerShape, mult: float) -> tuple[int, int]:
 
 
 def _row(name: str, kind: str, mode: Mode, cin: int, cout: int, fns: Dict[str, Callable[[], None]], rounds: int,
-         warmup: int, min_round_s: float, compile_s: Optional[float]) -> Row:
+         warmup: int, min_round_s: float, compile_s: Optional[float], size: int = 0) -> Row:
     inner = calibrate_inner(fns["ref"], min_round_s)
     times = alternating_rounds(fns, rounds, warmup, inner)
     ops = [k for k in fns if k != "ref"]
@@ -115,7 +116,7 @@ def _row(name: str, kind: str, mode: Mode, cin: int, cout: int, fns: Dict[str, C
     return Row(shape=name, kind=kind, mode=mode.value, in_channels=cin, out_channels=cout,
                ref_ms=stats["ref"].median_ms, ms={op: stats[op].median_ms for op in ops},
                ratio={op: rs[op]["median"] for op in ops}, ratio_min={op: rs[op]["min"] for op in ops},
-               stats=stats, inner=inner, adder_compile_s=compile_s)
+               stats=stats, inner=inner, adder_compile_s=compile_s, size=size)
 
 
 def bench_conv_shape(shape: LayerShape, width_mult: float, batch: int, size: int, rounds: int, warmup: int,
@@ -133,7 +134,8 @@ def bench_conv_shape(shape: LayerShape, width_mult: float, batch: int, size: int
     compile_s: Optional[float] = None
     for mode, cin, cout in ((Mode.TARGET, shape.cin, shape.cout), (Mode.AUGMENTED, aug_in, aug_out)):
         ref = nn.Conv2d(cin, cout, shape.k, shape.stride, shape.padding, groups=cin if depthwise else 1, bias=False)
-        x = torch.randn(batch, cin, size, size, requires_grad=True)
+        side = shape.input_size(size)  # the late-stage shapes (``@HxW``) have their own spatial size
+        x = torch.randn(batch, cin, side, side, requires_grad=True)
         with torch.no_grad():
             grad = torch.randn_like(ref(x))
         fns: Dict[str, Callable[[], None]] = {"ref": fwd_bwd_step(ref, x, grad)}
@@ -146,7 +148,7 @@ def bench_conv_shape(shape: LayerShape, width_mult: float, batch: int, size: int
             fns["adder"]()  # compiles + autotunes the adder kernels of this (target) shape
             compile_s = time.perf_counter() - start
         rows.append(_row(shape.name, shape.kind, mode, cin, cout, fns, rounds, warmup, min_round_s,
-                         compile_s if mode == Mode.TARGET else None))
+                         compile_s if mode == Mode.TARGET else None, side))
         print(f"#   done {shape.name} {mode.value}", file=sys.stderr, flush=True)
     return rows
 

@@ -36,3 +36,16 @@ def test_unknown_shape_is_named(capsys: pytest.CaptureFixture[str],
         ops.main(["--shape", "pw 1->1"])
     err = capsys.readouterr().err
     assert "unknown --shape ['pw 1->1']" in err and "pw 320->1280 @1x1" in err
+
+
+def test_hybrid_benchmark_runs_late_shapes_at_their_own_size(monkeypatch: pytest.MonkeyPatch,
+                                                              load_benchmark: Callable[[str], ModuleType]) -> None:
+    """hybrid.py borrows ops.py's shapes: an ``@1x1`` shape must get a 1x1 input, not the 32x32 default."""
+    monkeypatch.setenv("SHIFTADDAUG_ADDER_BACKEND", "eager")
+    ops, hybrid = load_benchmark("ops"), load_benchmark("hybrid")
+    late = next(s for s in ops.SHAPES if s.name == "pw 320->1280 @1x1")
+    rows = hybrid.bench_conv_shape(late, 1.2, batch=2, size=32, rounds=1, warmup=0, min_round_s=0.0)
+    assert [(r.mode, r.size) for r in rows] == [("target", 1), ("augmented", 1)]
+    first = next(s for s in ops.SHAPES if s.size is None)
+    assert {r.size for r in hybrid.bench_conv_shape(first, 1.2, batch=2, size=8, rounds=1, warmup=0,
+                                                    min_round_s=0.0)} == {8}
