@@ -48,6 +48,12 @@ static inline int64_t tile_width(int64_t left) { return left >= 32 ? 32 : left >
         for (i64 o = 0; o < (TW); ++o) acc[o] += ABS(xv - w[o]);                                                    \
     }
 
+/* The parameters of both general dX kernels (one signature for the Python side's ctypes declaration). */
+#define GENERAL_INPUT_GRAD_PARAMS(T)                                                                                \
+    const T *restrict x, const T *restrict wt, const T *restrict gr, T *restrict dx, i64 N, i64 H, i64 W, i64 C,    \
+    i64 Ho, i64 Wo, i64 O, i64 KH, i64 KW, i64 sh, i64 sw, i64 ph, i64 pw, i64 dh, i64 dw, i64 G, int exact,       \
+    int nthreads
+
 /* dX as a gather over channels-last tensors (x, dx: (N, H, W, CIN), gr: (N, Ho, Wo, COUT)): for every input
    pixel q (dq zeroed, xq its input channels) and every tap (ki, kj) of an output pixel that reads q (gp its
    output channels), run the body. Each dx element is written by one thread in a fixed order. */
@@ -113,10 +119,7 @@ void adder_forward_nhwc_##SUFFIX(const T *restrict x, const T *restrict wt, T *r
 }                                                                                                                   \
                                                                                                                     \
 /* x: (N, H, W, C) unpadded, wt: (G, KH, KW, CG, OG), g: (N, Ho, Wo, O), dx: (N, H, W, C). */                       \
-void adder_input_grad_nhwc_##SUFFIX(const T *restrict x, const T *restrict wt, const T *restrict gr,                \
-                                    T *restrict dx, i64 N, i64 H, i64 W, i64 C, i64 Ho, i64 Wo, i64 O,              \
-                                    i64 KH, i64 KW, i64 sh, i64 sw, i64 ph, i64 pw, i64 dh, i64 dw, i64 G,          \
-                                    int exact, int nthreads) {                                                      \
+void adder_input_grad_nhwc_##SUFFIX(GENERAL_INPUT_GRAD_PARAMS(T)) {                                                 \
     const i64 CG = C / G, OG = O / G;                                                                               \
     FOR_EACH_GATHERED_TAP(T, C, O,                                                                                  \
         for (i64 g = 0; g < G; ++g) {                                                                               \
@@ -143,10 +146,7 @@ void adder_input_grad_nhwc_##SUFFIX(const T *restrict x, const T *restrict wt, c
                                                                                                                     \
 /* dX with the input channels of a group as the vectorised inner loop (groups of 8 or more input channels):         \
    wt: (G, KH, KW, OG, CG); otherwise as adder_input_grad_nhwc. */                                                  \
-void adder_input_grad_nhwc_cvec_##SUFFIX(const T *restrict x, const T *restrict wt, const T *restrict gr,           \
-                                         T *restrict dx, i64 N, i64 H, i64 W, i64 C, i64 Ho, i64 Wo, i64 O,         \
-                                         i64 KH, i64 KW, i64 sh, i64 sw, i64 ph, i64 pw, i64 dh, i64 dw, i64 G,     \
-                                         int exact, int nthreads) {                                                 \
+void adder_input_grad_nhwc_cvec_##SUFFIX(GENERAL_INPUT_GRAD_PARAMS(T)) {                                            \
     const i64 CG = C / G, OG = O / G;                                                                               \
     FOR_EACH_GATHERED_TAP(T, C, O,                                                                                  \
         for (i64 g = 0; g < G; ++g) {                                                                               \
