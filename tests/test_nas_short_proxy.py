@@ -65,7 +65,8 @@ def test_short_runs_use_the_held_out_split_and_rank_against_the_trained_means(tm
 
 
 def test_one_epoch_has_no_warm_up_and_a_missing_folder_is_a_clear_error(tmp_path: Path, capsys) -> None:
-    _, budget = short_proxy.short_budget(_folder(tmp_path), 1)
+    table = json.loads((_folder(tmp_path) / "results.json").read_text())
+    _, budget = short_proxy.short_budget(table, 1)
     assert (budget.epochs, budget.warmup_epochs, budget.eval_interval, budget.holdout) == (1, 0, 1, True)
     with pytest.raises(SystemExit):
         short_proxy.main(["--results", str(tmp_path / "nowhere")])

@@ -35,10 +35,9 @@ from repro.runs import CommandFn, build_command, execute_plan  # noqa: E402
 RUNS = "runs-short-proxy"
 
 
-def short_budget(results: Path, epochs: int) -> tuple[str, Budget]:
+def short_budget(table: dict[str, Any], epochs: int) -> tuple[str, Budget]:
     """The folder's budget (``results.json`` meta) cut to ``epochs`` epochs, evaluated on the held-out split."""
-    meta = json.loads((results / "results.json").read_text())["meta"]
-    name = meta["budget"]
+    name = table["meta"]["budget"]
     if epochs < 1:
         raise ValueError(f"--epochs={epochs} must be >= 1")
     base = BUDGETS[name]
@@ -63,10 +62,11 @@ def compare(short: Sequence[dict[str, Any]], results: Path) -> dict[str, Any]:
             "points": sorted(points, key=lambda p: -p["trained"])}
 
 
-def seed_split_tau(results: Path) -> dict[str, Any]:
-    """τ-b of each seed's trained top-1 of the ``nas-proxy`` rows against the mean of the other seeds."""
+def seed_split_tau(table: dict[str, Any]) -> dict[str, Any]:
+    """τ-b of each seed's trained top-1 of the ``nas-proxy`` rows (``results.json``) against the mean of the other
+    seeds."""
     per_row: dict[str, dict[int, float]] = {}
-    for rec in json.loads((results / "results.json").read_text()).get("runs", []):
+    for rec in table.get("runs", []):
         if rec.get("group") == "nas-proxy":
             per_row.setdefault(rec["row"], {})[int(rec["seed"])] = float(rec["metric"])
     rows = sorted(per_row)
@@ -80,14 +80,15 @@ def seed_split_tau(results: Path) -> dict[str, Any]:
 
 
 def run(results: Path, epochs: int, seed: int, jobs: int, command_fn: CommandFn = build_command) -> dict[str, Any]:
-    name, budget = short_budget(results, epochs)
+    table = json.loads((results / "results.json").read_text())
+    name, budget = short_budget(table, epochs)
     plan: list[RunSpec] = expand_plan(["nas-proxy"], budget, seeds=[seed])
     runs_dir = results / RUNS  # its parent is the NAS folder: the rows' arch paths resolve there
     outcome = execute_plan(plan, budget, runs_dir, jobs=jobs, command_fn=command_fn)
     if outcome.get("failed"):
         raise RuntimeError(f"short-proxy runs failed: {outcome['failed']}; see {runs_dir}/<run>/stdout.log")
     payload = compare(collect_results(plan, runs_dir), results)
-    payload.update(budget=name, epochs=epochs, seed=seed, split="holdout", seed_split_tau=seed_split_tau(results))
+    payload.update(budget=name, epochs=epochs, seed=seed, split="holdout", seed_split_tau=seed_split_tau(table))
     write_json_atomically(results / "short_proxy.json", payload)
     return payload
 
